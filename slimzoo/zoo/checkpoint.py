@@ -1,0 +1,142 @@
+"""Checkpoints: weights in safetensors, everything else as JSON in the same file's header.
+
+One file, loaded without unpickling. The header carries the architecture spec (so the net can be rebuilt and
+latency tables matched), input shape and normalisation, class names, dataset, the training command and summary,
+the loss proxy the search needs, and a sha256 over the tensors so an edited file is caught at load time rather
+than producing a silently wrong zoo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from slimzoo.errors import CheckpointError
+from slimzoo.fileio import atomic_path
+from slimzoo.zoo.spec import ArchSpec
+
+FORMAT = "slimzoo-checkpoint"
+FORMAT_VERSION = 1
+SHIPPED_NAME = "mobilenetv2_digits.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: ``spec`` + ``state`` (float32 tensors) + ``meta`` (JSON-able)."""
+
+    spec: ArchSpec
+    state: dict[str, Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    sha256: str = ""
+
+    def build_supernet(self) -> nn.Module:
+        """The supernet with these weights, in eval mode."""
+        from slimzoo.zoo.registry import create_supernet
+
+        net = create_supernet(self.spec)
+        try:
+            net.load_state_dict(self.state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{self.path}: weights do not fit the architecture ({first})") from None
+        return net.eval()
+
+    @property
+    def loss_proxy(self) -> dict[str, list[float]]:
+        """Per variable, per choice: mean loss of sampled sub-networks using it, relative to the largest."""
+        return {k: list(map(float, v)) for k, v in self.meta.get("loss_proxy", {}).items()}
+
+
+def tensors_sha256(state: dict[str, Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, supernet: nn.Module, spec: ArchSpec, meta: dict[str, Any],
+                    dtype: torch.dtype = torch.float32) -> Path:
+    """Write atomically (temp file in the same directory, then rename). ``dtype`` float16 halves the file;
+    tensors are read back as float32."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
+             for k, v in supernet.state_dict().items()}
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "spec": spec.to_json(),
+              "weights_sha256": tensors_sha256(state), "weights_dtype": str(dtype).removeprefix("torch."), **meta}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"slimzoo": json.dumps(header, sort_keys=True)})
+    return path
+
+
+def load_checkpoint(path: Path | str | None = None) -> Checkpoint:
+    """Load ``path`` (the shipped checkpoint when None). Any defect is one :class:`CheckpointError` line."""
+    from safetensors import safe_open
+
+    path = Path(path) if path is not None else shipped_checkpoint_path()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw_meta = (handle.metadata() or {}).get("slimzoo")
+            state = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as exc:  # safetensors raises several types for truncated or garbled files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable safetensors file ({reason})") from None
+    if raw_meta is None:
+        raise CheckpointError(f"{path}: no slimzoo metadata in the file header")
+    try:
+        meta = json.loads(raw_meta)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a slimzoo checkpoint (format field missing or wrong)")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r} is not supported "
+                              f"(this slimzoo reads version {FORMAT_VERSION})")
+    if tensors_sha256(state) != meta.get("weights_sha256"):
+        raise CheckpointError(f"{path}: weights do not match their recorded sha256 (file edited or corrupted)")
+    try:
+        spec = ArchSpec.from_json(meta["spec"])
+    except (KeyError, Exception) as exc:
+        raise CheckpointError(f"{path}: bad architecture spec ({exc})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return Checkpoint(spec, state, meta, path, file_sha256(path))
+
+
+def shipped_checkpoint_path() -> Path:
+    """The default checkpoint shipped inside the package."""
+    return Path(str(resources.files("slimzoo.zoo") / "shipped" / SHIPPED_NAME))
+
+
+def loss_proxy_arrays(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
+    """Loss proxy as arrays aligned with each variable's choices; refuses a checkpoint trained without one."""
+    proxy = checkpoint.loss_proxy
+    out = {}
+    for var in checkpoint.spec.variables:
+        values = proxy.get(var.name)
+        if values is None or len(values) != len(var.choices):
+            raise CheckpointError(f"{checkpoint.path}: loss proxy missing or wrong length for '{var.name}'")
+        out[var.name] = np.asarray(values, dtype=np.float64)
+    return out
