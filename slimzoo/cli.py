@@ -119,6 +119,84 @@ def train(
                   f"({summary['seconds']} s)")
 
 
+@app.command("list-platforms")
+@handle_errors
+def list_platforms(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the target platforms: device, runtime, market share, latency budget, latency-table source."""
+    from slimzoo import api
+
+    rows = api.list_platforms(registry)
+    if as_json:
+        return print_json(rows)
+    console.print(table("Platforms", ["name", "vendor", "device", "SoC", "runtime", "market share", "budget (ms)",
+                                      "latency table"],
+                        [[r["name"], r["vendor"], r["device"], r["soc"], r["runtime"],
+                          f"{r['market_share']:.1%}" + (" (assumed)" if r["market_share_assumed"] else ""),
+                          f"{r['latency_budget_ms']:g}", r["latency_table"]] for r in rows]))
+
+
+def _config_rows(config: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+@app.command()
+@handle_errors
+def search(
+    platform: Annotated[str, typer.Option("--platform", help="Platform name (see list-platforms).")],
+    budget: Annotated[float | None, typer.Option(help="Latency budget in ms (default: the platform's).")] = None,
+    solver: Annotated[str, typer.Option(help="exact (default) or lagrangian (AOWS).")] = "exact",
+    checkpoint: CheckpointOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the width config with the lowest loss proxy under a platform's latency budget."""
+    from slimzoo import api
+
+    result = api.search_platform(platform, budget, checkpoint, registry, solver)
+    if as_json:
+        return print_json(result.to_json())
+    s, base = result.solution, result.baseline
+    rows = [["searched (" + s.solver + ")", f"{s.latency:.4f}", f"{s.loss:.4f}", _config_rows(result.config)]]
+    if base is not None:
+        rows.append([f"uniform x{base['multiplier']:g}", f"{base['predicted_latency_ms']:.4f}",
+                     f"{base['loss_proxy']:.4f}", "all variables at the same multiplier"])
+    console.print(table(f"{result.platform}: budget {result.budget_ms:g} ms, latency table "
+                        f"{result.table_source}", ["config", "predicted ms", "loss proxy", "widths"], rows))
+
+
+@app.command()
+@handle_errors
+def export(
+    platform: Annotated[str, typer.Option("--platform", help="Platform name (see list-platforms).")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx, coreml or tflite.")] = "onnx",
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("zoo"),
+    budget: Annotated[float | None, typer.Option(help="Latency budget in ms (default: the platform's).")] = None,
+    precision: Annotated[str, typer.Option(help="Weight precision (format-dependent).")] = "fp32",
+    layout: Annotated[str, typer.Option(help="Input layout (format-dependent).")] = "nchw",
+    checkpoint: CheckpointOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search, slice and export one platform's model, validated against PyTorch, with a JSON sidecar."""
+    from slimzoo import api
+
+    with err_console.status(f"exporting {platform} as {fmt}"):
+        result = api.export_platform(platform, fmt, out, budget, checkpoint, registry, precision, layout)
+    if as_json:
+        return print_json(result.sidecar)
+    side, val = result.sidecar, result.sidecar["validation"]
+    console.print(table(f"{result.model_path}", ["field", "value"], [
+        ["platform", side["platform"]], ["format", side["format"]],
+        ["predicted latency", f"{side['predicted_latency_ms']:.4f} ms ({side['latency_table_source']}); "
+                              f"budget {side['budget_ms']:g} ms"],
+        ["parameters", f"{side['parameters']:,}"], ["MACs", f"{side['macs']:,}"],
+        ["max |diff| vs PyTorch", f"{val['max_abs_diff']:.2e} (atol {val['atol']:g})"],
+        ["top-1 agreement", f"{val['top1_agreement']:.2%} of {val['n_val']} validation images"],
+        ["validation accuracy", f"{val['accuracy_exported']:.2%}"],
+        ["size", f"{side['size_bytes']:,} bytes"], ["sidecar", str(result.sidecar_path)],
+    ]))
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     app()

@@ -1,0 +1,3 @@
+from slimzoo.cli import main
+
+main()
