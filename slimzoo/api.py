@@ -137,18 +137,37 @@ def search_platform(platform: str, budget: float | None = None, checkpoint: Path
                           uniform_baseline(ck.spec, problem, budget_ms), problem)
 
 
-def list_platforms(registry_dir: Path | None = None) -> list[dict[str, Any]]:
-    """One row per platform, for ``slimzoo list-platforms``."""
+def list_platforms(registry_dir: Path | None = None, checkpoint: Path | None = None) -> list[dict[str, Any]]:
+    """One row per platform, for ``slimzoo list-platforms``. The latency-table source is for the checkpoint's
+    architecture: a table measured for one network says nothing about another."""
     registry = load_registry(registry_dir)
+    spec = load_checkpoint(checkpoint).spec
     rows = []
     for p in registry.platforms():
+        if registry.table_path(p, spec).is_file():
+            source = "measured"
+        else:
+            source = "estimated" if p.latency.source == "estimated" else "missing (run slimzoo profile)"
         rows.append({
             "name": p.name, "vendor": p.vendor, "device": p.device, "soc": p.soc, "runtime": p.runtime,
             "market_share": p.market.share, "market_share_assumed": p.market.assumed,
             "market_source": p.market.source, "latency_budget_ms": p.latency_budget_ms,
-            "latency_table": p.latency.source,
+            "latency_table": source,
         })
     return rows
+
+
+def profile(platform: str, checkpoint: Path | None = None, registry_dir: Path | None = None, threads: int = 1,
+            repeats: int | None = None, progress: ProgressFn = no_progress) -> tuple[LatencyTable, Path]:
+    """Measure ``platform``'s latency table for the checkpoint's architecture on this machine and install it in
+    the user registry, where search and export pick it up (labelled ``measured``)."""
+    from slimzoo.platforms.profile import DEFAULT_REPEATS, profile_platform, save_measured_table
+
+    ck = load_checkpoint(checkpoint)
+    registry = load_registry(registry_dir)
+    table = profile_platform(ck.spec, registry.get(platform), threads=threads,
+                             repeats=repeats or DEFAULT_REPEATS, progress=progress)
+    return table, save_measured_table(table, registry.user_dir)
 
 
 # -- export --------------------------------------------------------------------------------------------------

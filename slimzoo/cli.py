@@ -82,7 +82,7 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+def table_(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     out = Table(title=title, title_justify="left")
     for column in columns:
         out.add_column(column)
@@ -121,14 +121,14 @@ def train(
 
 @app.command("list-platforms")
 @handle_errors
-def list_platforms(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+def list_platforms(registry: RegistryOpt = None, checkpoint: CheckpointOpt = None, as_json: JsonOpt = False) -> None:
     """Show the target platforms: device, runtime, market share, latency budget, latency-table source."""
     from slimzoo import api
 
-    rows = api.list_platforms(registry)
+    rows = api.list_platforms(registry, checkpoint)
     if as_json:
         return print_json(rows)
-    console.print(table("Platforms", ["name", "vendor", "device", "SoC", "runtime", "market share", "budget (ms)",
+    console.print(table_("Platforms", ["name", "vendor", "device", "SoC", "runtime", "market share", "budget (ms)",
                                       "latency table"],
                         [[r["name"], r["vendor"], r["device"], r["soc"], r["runtime"],
                           f"{r['market_share']:.1%}" + (" (assumed)" if r["market_share_assumed"] else ""),
@@ -160,7 +160,7 @@ def search(
     if base is not None:
         rows.append([f"uniform x{base['multiplier']:g}", f"{base['predicted_latency_ms']:.4f}",
                      f"{base['loss_proxy']:.4f}", "all variables at the same multiplier"])
-    console.print(table(f"{result.platform}: budget {result.budget_ms:g} ms, latency table "
+    console.print(table_(f"{result.platform}: budget {result.budget_ms:g} ms, latency table "
                         f"{result.table_source}", ["config", "predicted ms", "loss proxy", "widths"], rows))
 
 
@@ -185,7 +185,7 @@ def export(
     if as_json:
         return print_json(result.sidecar)
     side, val = result.sidecar, result.sidecar["validation"]
-    console.print(table(f"{result.model_path}", ["field", "value"], [
+    console.print(table_(f"{result.model_path}", ["field", "value"], [
         ["platform", side["platform"]], ["format", side["format"]],
         ["predicted latency", f"{side['predicted_latency_ms']:.4f} ms ({side['latency_table_source']}); "
                               f"budget {side['budget_ms']:g} ms"],
@@ -195,6 +195,31 @@ def export(
         ["validation accuracy", f"{val['accuracy_exported']:.2%}"],
         ["size", f"{side['size_bytes']:,} bytes"], ["sidecar", str(result.sidecar_path)],
     ]))
+
+
+@app.command()
+@handle_errors
+def profile(
+    platform: Annotated[str, typer.Option("--platform", help="A platform this machine is (host-cpu).")],
+    threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
+    repeats: Annotated[int | None, typer.Option(min=5, help="Timed runs per layer variant.")] = None,
+    checkpoint: CheckpointOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure a per-layer latency table on this machine with ONNX Runtime and install it as `measured`."""
+    from slimzoo import api
+
+    with progress_bar(f"profiling {platform}") as progress:
+        table, path = api.profile(platform, checkpoint, registry, threads, repeats, progress)
+    prov = table.provenance
+    summary = {"platform": table.platform, "path": str(path), "source": table.source, "arch_key": table.arch_key,
+               **{k: prov.get(k) for k in ("cpu_model", "cores", "threads", "runtime", "runtime_version", "date",
+                                          "repetitions", "cells", "wall_s", "network_check")}}
+    if as_json:
+        return print_json(summary)
+    rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in summary.items()]
+    console.print(table_("Measured latency table", ["field", "value"], rows))
 
 
 def main() -> None:

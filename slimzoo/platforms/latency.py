@@ -1,0 +1,200 @@
+"""Latency tables: one platform's cost of every layer at every width choice, for one architecture.
+
+The latency model is ``offset + sum over layers of t_layer(c_in, c_out)``: each layer's cost depends only on the
+width variables it touches, which is what makes the search a pairwise MRF rather than a black box. A table is
+keyed by :meth:`ArchSpec.key`, so a table made for one network is refused for another instead of silently giving
+numbers for the wrong layers. Tables come from two places: the roofline estimate (``source = "estimated"``,
+computed on the fly) and ONNX Runtime profiling on this machine (``source = "measured"``, saved as JSON).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from slimzoo.errors import LatencyTableError
+from slimzoo.zoo.spec import ArchSpec, LayerSpec
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "LatencyTable", "TableSource", "atomic_write_text", "layer_grid"]
+
+TableSource = Literal["measured", "estimated"]
+FORMAT = "slimzoo-latency-table"
+FORMAT_VERSION = 1
+
+
+def layer_grid(spec: ArchSpec, layer: LayerSpec) -> tuple[tuple[int, ...], Iterator[tuple[tuple[int, ...], int, int]]]:
+    """The term's shape and every (choice index tuple, c_in, c_out) the layer can take.
+
+    Shared by the roofline estimate and the profiler so both fill a term in exactly the order ``predict`` reads it:
+    one axis per entry of ``layer.variables``, indexed by choice position.
+    """
+    variables = [spec.variable(name) for name in layer.variables]
+    shape = tuple(len(v.choices) for v in variables)
+
+    def cells() -> Iterator[tuple[tuple[int, ...], int, int]]:
+        for index in itertools.product(*(range(n) for n in shape)):
+            config = {v.name: v.choices[i] for v, i in zip(variables, index, strict=True)}
+            c_in, c_out = spec.channels(layer, config)
+            yield index, c_in, c_out
+
+    return shape, cells()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory and ``os.replace``, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class LatencyTable:
+    """Per-layer latency terms (ms) of one architecture on one platform.
+
+    ``terms[layer.name]`` is indexed by the choice indices of ``layer.variables`` in order (a 0-D array for a layer
+    whose channel counts are all fixed). ``spread`` holds the matching interquartile ranges for measured tables, so
+    a user can see which terms are noisy. ``provenance`` says how the numbers were made, because an estimate and a
+    measurement look identical once they are numbers.
+    """
+
+    arch_key: str
+    platform: str
+    source: TableSource
+    provenance: dict[str, Any]
+    offset_ms: float
+    terms: dict[str, np.ndarray]
+    spread: dict[str, np.ndarray] | None = field(default=None)
+
+    # -- use ------------------------------------------------------------------------------------------------
+    def check_matches(self, spec: ArchSpec) -> None:
+        """Refuse a spec this table was not made for: wrong arch key, or terms missing / of the wrong shape."""
+        key = spec.key()
+        if key != self.arch_key:
+            raise LatencyTableError(
+                f"latency table for {self.platform} was made for {self.arch_key}, not {key}")
+        for layer in spec.layers:
+            if layer.name not in self.terms:
+                raise LatencyTableError(f"latency table for {self.platform} has no term for layer '{layer.name}'")
+            want = tuple(len(spec.variable(v).choices) for v in layer.variables)
+            got = self.terms[layer.name].shape
+            if got != want:
+                raise LatencyTableError(
+                    f"latency table for {self.platform}: term '{layer.name}' has shape {got}, expected {want}")
+
+    def predict(self, spec: ArchSpec, config: Mapping[str, int]) -> float:
+        """Predicted latency in ms of ``spec`` at ``config`` (validated against the spec first)."""
+        self.check_matches(spec)
+        index = spec.index_of(spec.validate(config))
+        total = self.offset_ms
+        for layer in spec.layers:
+            total += float(self.terms[layer.name][tuple(index[v] for v in layer.variables)])
+        return total
+
+    def factors(self, spec: ArchSpec) -> tuple[float, list[tuple[tuple[str, ...], np.ndarray]]]:
+        """The offset and one (variable names, term) factor per layer, the raw material of the search problem.
+
+        Factors over the same variables are not merged here: that is the search's business, and keeping one factor
+        per layer lets it report per-layer costs.
+        """
+        self.check_matches(spec)
+        return self.offset_ms, [(layer.variables, self.terms[layer.name]) for layer in spec.layers]
+
+    # -- storage --------------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "arch_key": self.arch_key,
+            "platform": self.platform,
+            "source": self.source,
+            "provenance": self.provenance,
+            "offset_ms": float(self.offset_ms),
+            "terms": {name: np.asarray(t, dtype=float).tolist() for name, t in self.terms.items()},
+        }
+        if self.spread is not None:
+            data["spread"] = {name: np.asarray(t, dtype=float).tolist() for name, t in self.spread.items()}
+        return data
+
+    def save(self, path: Path) -> None:
+        """Write JSON atomically: a reader never sees half a table, even if profiling is interrupted."""
+        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> LatencyTable:
+        """Read a table, refusing anything malformed with the file and the offending field in one line."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LatencyTableError(f"{path}: no such latency table") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LatencyTableError(f"{path}: not a readable JSON latency table ({exc})") from None
+        return cls.from_json(data, origin=str(path))
+
+    @classmethod
+    def from_json(cls, data: Any, origin: str = "<latency table>") -> LatencyTable:
+        def bad(field_name: str, why: str) -> LatencyTableError:
+            return LatencyTableError(f"{origin}: field '{field_name}' {why}")
+
+        if not isinstance(data, dict):
+            raise bad("(top level)", "must be a JSON object")
+        if data.get("format") != FORMAT:
+            raise bad("format", f"must be '{FORMAT}', got {data.get('format')!r}")
+        if data.get("version") != FORMAT_VERSION:
+            raise bad("version", f"must be {FORMAT_VERSION}, got {data.get('version')!r}")
+        for name in ("arch_key", "platform"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise bad(name, "must be a non-empty string")
+        if data.get("source") not in ("measured", "estimated"):
+            raise bad("source", f"must be 'measured' or 'estimated', got {data.get('source')!r}")
+        if not isinstance(data.get("provenance"), dict):
+            raise bad("provenance", "must be an object")
+        offset = data.get("offset_ms")
+        if isinstance(offset, bool) or not isinstance(offset, int | float) or not math.isfinite(offset) or offset < 0:
+            raise bad("offset_ms", f"must be a finite number >= 0, got {offset!r}")
+
+        def arrays(section: str) -> dict[str, np.ndarray]:
+            raw = data.get(section)
+            if not isinstance(raw, dict):
+                raise bad(section, "must be an object mapping layer names to numbers or nested lists")
+            out: dict[str, np.ndarray] = {}
+            for name, value in raw.items():
+                try:
+                    arr = np.asarray(value, dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise bad(f"{section}.{name}", "must be a number or a rectangular nested list of numbers") from None
+                if arr.ndim > 2 or 0 in arr.shape:
+                    raise bad(f"{section}.{name}", f"must have 0 to 2 non-empty axes, got shape {arr.shape}")
+                if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                    raise bad(f"{section}.{name}", "must hold finite numbers >= 0")
+                out[name] = arr
+            return out
+
+        terms = arrays("terms")
+        spread = arrays("spread") if "spread" in data else None
+        return cls(
+            arch_key=data["arch_key"],
+            platform=data["platform"],
+            source=data["source"],
+            provenance=dict(data["provenance"]),
+            offset_ms=float(offset),
+            terms=terms,
+            spread=spread,
+        )
