@@ -1,0 +1,602 @@
+"""The width-search problem as data: variables, their loss proxy, latency factors, a budget.
+
+A :class:`SearchProblem` is everything a solver needs and nothing more: no architecture, no torch, no latency
+table objects. That separation is deliberate: the problem can be written to JSON by one command, inspected or
+edited by hand, and solved (or benchmarked) by another, and the solvers can be tested against brute force on
+thousands of random problems without building a network.
+
+The model (AOWS, Berman et al., CVPR 2020): each width variable ``v`` takes one of its ``choices``; the loss proxy
+is a sum of per-variable costs ``unary[v][choice]`` and the predicted latency is ``offset`` plus a sum of latency
+factors, each a table over zero, one or two variables. The solvers (see :mod:`slimzoo.search.exact` and
+:mod:`slimzoo.search.lagrangian`) rely on the factor graph being a forest; :meth:`SearchProblem.validate` does not
+require that (brute force works on any graph), the tree solvers check it when they compile the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from slimzoo.errors import BudgetError, ProblemError, suggest
+
+FORMAT = "slimzoo-search-problem"
+VERSION = 1
+DEFAULT_UNIT = "ms"
+
+#: Relative slack on the budget: a configuration is feasible when ``latency <= budget + FEASIBILITY_RTOL * scale``.
+#: Solvers add latencies in different orders, so two of them can compute the same configuration's latency a few
+#: ulps apart; without one shared slack, a configuration whose latency *is* the budget could be feasible for one
+#: solver and not another, and "exact == brute force" would fail for reasons that have nothing to do with search.
+FEASIBILITY_RTOL = 1e-9
+
+
+def budget_slack(budget: float) -> float:
+    """The absolute slack added to ``budget`` before comparing latencies against it (see FEASIBILITY_RTOL)."""
+    return FEASIBILITY_RTOL * max(1.0, abs(float(budget)))
+
+
+def within_budget(latency: float, budget: float) -> bool:
+    """True when ``latency`` meets ``budget``; every solver and the brute-force reference decide feasibility here."""
+    return float(latency) <= float(budget) + budget_slack(budget)
+
+
+def format_ms(value: float, other: float | None = None, unit: str = DEFAULT_UNIT) -> str:
+    """``value`` with 3 decimals (more when it would print the same as ``other``), plus the unit.
+
+    Used in messages like "budget 0.812 ms is infeasible: the fastest configuration takes 0.812 ms", which would be
+    useless if both numbers rounded to the same text.
+    """
+    for digits in range(3, 13):
+        text = f"{value:.{digits}f}"
+        if other is None or text != f"{other:.{digits}f}":
+            break
+    return f"{text} {unit}"
+
+
+# -- validation helpers (shared by validate() and from_json(), which name fields differently) ------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", str: "string", list: "list", dict: "object", int: "integer", float: "number"}.get(
+        type(value), type(value).__name__)
+
+
+def _numeric_array(value: object, where: str, ndim: int | None = None) -> NDArray[np.float64]:
+    """``value`` (nested lists or an array) as a float array, or ProblemError naming ``where``.
+
+    Nested JSON lists are checked leaf by leaf so that ``true`` or ``"0.3"`` in a table is reported rather than
+    silently converted to a number.
+    """
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise ProblemError(f"{where}: expected numbers, got an array of {value.dtype}")
+        arr = value.astype(np.float64, copy=False)
+    else:
+        def walk(item: object, path: str) -> None:
+            if isinstance(item, (list, tuple)):
+                for i, sub in enumerate(item):
+                    walk(sub, f"{path}[{i}]")
+            elif not _is_number(item):
+                raise ProblemError(f"{path}: expected a number, got {_type_name(item)} {item!r}")
+
+        if not isinstance(value, (list, tuple)) and ndim != 0:
+            raise ProblemError(f"{where}: expected a list of numbers, got {_type_name(value)}")
+        walk(value, where)
+        try:
+            arr = np.array(value, dtype=np.float64)
+        except ValueError:
+            raise ProblemError(f"{where}: not a rectangular array (rows of different lengths)") from None
+    if ndim is not None and arr.ndim != ndim:
+        raise ProblemError(f"{where}: expected {ndim} dimension(s), got shape {arr.shape}")
+    return arr
+
+
+def _check_finite(arr: NDArray[np.float64], where: str, non_negative: bool) -> None:
+    # Fast path first (two reductions): validate() runs on every solve, and problems have ~100 tables.
+    if arr.size == 0 or (np.isfinite(arr.sum()) and (not non_negative or arr.min() >= 0)):
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ProblemError(f"{where}: value at index {list(at)} is {arr[at]} (must be finite)")
+    if non_negative and (arr < 0).any():
+        at = tuple(int(i) for i in np.argwhere(arr < 0)[0])
+        raise ProblemError(f"{where}: value at index {list(at)} is {arr[at]} (latencies must be >= 0)")
+
+
+def _check_choices(choices: object, where: str) -> list[int]:
+    if not isinstance(choices, (list, tuple)) or not choices:
+        raise ProblemError(f"{where}: expected a non-empty list of channel counts, got {choices!r}")
+    for i, c in enumerate(choices):
+        if not _is_int(c) or c <= 0:
+            raise ProblemError(f"{where}[{i}]: expected a positive integer channel count, got {c!r}")
+    if len(set(choices)) != len(choices):
+        raise ProblemError(f"{where}: channel counts must be distinct, got {list(choices)}")
+    return [int(c) for c in choices]
+
+
+def _check_name(name: object, where: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ProblemError(f"{where}: expected a non-empty string, got {name!r}")
+    return name
+
+
+def _check_budget(budget: object, where: str) -> float | None:
+    if budget is None:
+        return None
+    if not _is_number(budget) or not math.isfinite(float(budget)) or float(budget) < 0:  # type: ignore[arg-type]
+        raise ProblemError(f"{where}: expected a finite number >= 0 or null, got {budget!r}")
+    return float(budget)  # type: ignore[arg-type]
+
+
+def _check_offset(offset: object, where: str) -> float:
+    if not _is_number(offset) or not math.isfinite(float(offset)) or float(offset) < 0:  # type: ignore[arg-type]
+        raise ProblemError(f"{where}: expected a finite number >= 0, got {offset!r}")
+    return float(offset)  # type: ignore[arg-type]
+
+
+def _check_keys(obj: Mapping[str, Any], where: str, required: Sequence[str], optional: Sequence[str]) -> None:
+    """Missing keys and unknown keys (likely typos, which would otherwise be silently ignored) are errors."""
+    prefix = f"{where}." if where else ""
+    for key in required:
+        if key not in obj:
+            raise ProblemError(f"{prefix}{key}: missing")
+    known = list(required) + list(optional)
+    for key in obj:
+        if key not in known:
+            raise ProblemError(f"{prefix}{key}: unknown field{suggest(str(key), known)}")
+
+
+# -- data classes ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LatencyFactor:
+    """One latency term: a table over the choice indices of ``variables`` (0, 1 or 2 distinct variables).
+
+    Factors are kept one per layer (not merged) so a problem file can say where the latency comes from; the
+    solvers merge factors over the same pair themselves. A 0-variable factor (a layer with fixed channels) is a
+    scalar table and simply adds to the offset.
+    """
+
+    variables: tuple[int, ...]
+    table: NDArray[np.float64]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.variables, (list, tuple)):
+            self.variables = tuple(self.variables)
+        if isinstance(self.table, (list, tuple, int, float, np.ndarray)):
+            try:
+                self.table = np.asarray(self.table, dtype=np.float64)
+            except (TypeError, ValueError):
+                pass  # left as is: validate() reports it with the factor's position
+
+
+@dataclass
+class SearchProblem:
+    """Minimise ``sum(unary[v][x_v])`` subject to ``offset + sum(factor tables) <= budget``.
+
+    ``choices`` are channel counts, used only to report solutions (``Solution.values``) and in JSON; the solvers
+    work on choice indices. ``meta`` is free-form provenance (platform, latency table source, ...); its ``unit``
+    entry (default "ms") is the latency unit, used in messages.
+    """
+
+    names: list[str]
+    choices: list[list[int]]
+    unary: list[NDArray[np.float64]]
+    factors: list[LatencyFactor]
+    offset: float = 0.0
+    budget: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        converted = []
+        for u in self.unary:
+            try:
+                converted.append(np.asarray(u, dtype=np.float64) if isinstance(u, (list, tuple, np.ndarray)) else u)
+            except (TypeError, ValueError):
+                converted.append(u)
+        self.unary = converted
+
+    # -- basic queries --------------------------------------------------------------------------------------
+    @property
+    def n_vars(self) -> int:
+        return len(self.names)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Number of choices of each variable."""
+        return tuple(len(c) for c in self.choices)
+
+    @property
+    def unit(self) -> str:
+        return str(self.meta.get("unit", DEFAULT_UNIT))
+
+    @property
+    def n_configs(self) -> int:
+        """Number of configurations (exact integer: it overflows floats for big problems, not Python ints)."""
+        return math.prod(self.sizes)
+
+    def index(self, name: str) -> int:
+        """Position of the variable called ``name``."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ProblemError(f"unknown variable '{name}'{suggest(name, self.names)}") from None
+
+    def _check_indices(self, indices: Sequence[int]) -> list[int]:
+        idx = [int(i) for i in indices]
+        if len(idx) != self.n_vars:
+            raise ProblemError(f"indices: expected {self.n_vars} choice indices, got {len(idx)}")
+        for v, (i, k) in enumerate(zip(idx, self.sizes)):
+            if not 0 <= i < k:
+                raise ProblemError(f"indices[{v}]: choice index {i} out of range for '{self.names[v]}' ({k} choices)")
+        return idx
+
+    def latency(self, indices: Sequence[int]) -> float:
+        """Predicted latency of a configuration (choice indices): the canonical evaluation all solvers report.
+
+        Terms are added in a fixed order (offset, then factors in list order); :meth:`latencies` adds them in the
+        same order, so both give bit-identical results and feasibility never depends on which one was used.
+        """
+        idx = self._check_indices(indices)
+        total = float(self.offset)
+        for f in self.factors:
+            total += float(f.table[tuple(idx[v] for v in f.variables)])
+        return total
+
+    def loss(self, indices: Sequence[int]) -> float:
+        """Loss proxy of a configuration (choice indices), summed in variable order (as :meth:`losses`)."""
+        idx = self._check_indices(indices)
+        total = 0.0
+        for u, i in zip(self.unary, idx):
+            total += float(u[i])
+        return total
+
+    def latencies(self, configs: NDArray[np.integer]) -> NDArray[np.float64]:
+        """:meth:`latency` of each row of ``configs`` (shape (m, n_vars), choice indices), vectorised."""
+        x = np.asarray(configs, dtype=np.int64).reshape(-1, self.n_vars)
+        total = np.full(x.shape[0], float(self.offset))
+        for f in self.factors:
+            total = total + f.table[tuple(x[:, v] for v in f.variables)]
+        return total
+
+    def losses(self, configs: NDArray[np.integer]) -> NDArray[np.float64]:
+        """:meth:`loss` of each row of ``configs`` (shape (m, n_vars), choice indices), vectorised."""
+        x = np.asarray(configs, dtype=np.int64).reshape(-1, self.n_vars)
+        total = np.zeros(x.shape[0])
+        for v, u in enumerate(self.unary):
+            total = total + u[x[:, v]]
+        return total
+
+    def values(self, indices: Sequence[int]) -> dict[str, int]:
+        """Channel count per variable name for a configuration given as choice indices."""
+        idx = self._check_indices(indices)
+        return {name: int(ch[i]) for name, ch, i in zip(self.names, self.choices, idx)}
+
+    def indices_of(self, values: Mapping[str, int]) -> list[int]:
+        """Choice indices of a configuration given as ``{name: channels}`` (the inverse of :meth:`values`)."""
+        for name in values:
+            if name not in self.names:
+                raise ProblemError(f"unknown variable '{name}'{suggest(str(name), self.names)}")
+        out = []
+        for name, ch in zip(self.names, self.choices):
+            if name not in values:
+                raise ProblemError(f"variable '{name}' is missing; allowed: {', '.join(map(str, ch))}")
+            if values[name] not in ch:
+                raise ProblemError(f"{name}={values[name]!r} is not allowed; allowed: {', '.join(map(str, ch))}")
+            out.append(ch.index(values[name]))
+        return out
+
+    # -- validation -----------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ProblemError naming the first inconsistent field; solvers call this so they can trust shapes.
+
+        Also normalises in place (nested lists become float arrays, channel counts plain ints), so a problem
+        built by hand from lists works like one loaded from JSON.
+        """
+        if not isinstance(self.names, list) or not self.names:
+            raise ProblemError("names: expected a non-empty list of variable names")
+        n = len(self.names)
+        seen: dict[str, int] = {}
+        for v, name in enumerate(self.names):
+            _check_name(name, f"names[{v}]")
+            if name in seen:
+                raise ProblemError(f"names[{v}]: duplicate variable name '{name}' (also names[{seen[name]}])")
+            seen[name] = v
+        for what, items in (("choices", self.choices), ("unary", self.unary)):
+            if not isinstance(items, list) or len(items) != n:
+                got = len(items) if isinstance(items, list) else _type_name(items)
+                raise ProblemError(f"{what}: expected a list of {n} entries (one per variable), got {got}")
+        for v in range(n):
+            self.choices[v] = _check_choices(self.choices[v], f"choices[{v}]")
+            u = _numeric_array(self.unary[v], f"unary[{v}]", ndim=1)
+            if u.shape != (len(self.choices[v]),):
+                raise ProblemError(f"unary[{v}]: has {u.shape[0]} entries but '{self.names[v]}' has "
+                                   f"{len(self.choices[v])} choices")
+            _check_finite(u, f"unary[{v}]", non_negative=False)
+            self.unary[v] = u
+        if not isinstance(self.factors, list):
+            raise ProblemError(f"factors: expected a list, got {_type_name(self.factors)}")
+        for j, f in enumerate(self.factors):
+            where = f"factors[{j}]"
+            if not isinstance(f, LatencyFactor):
+                raise ProblemError(f"{where}: expected a LatencyFactor, got {_type_name(f)}")
+            if not isinstance(f.variables, tuple) or len(f.variables) > 2:
+                raise ProblemError(f"{where}.variables: expected a tuple of at most 2 variable indices "
+                                   f"(the search is pairwise), got {f.variables!r}")
+            for k, v in enumerate(f.variables):
+                if not _is_int(v) or not 0 <= v < n:
+                    raise ProblemError(f"{where}.variables[{k}]: {v!r} is not a variable index in [0, {n})")
+            if len(set(f.variables)) != len(f.variables):
+                raise ProblemError(f"{where}.variables: the same variable twice {f.variables!r}")
+            f.variables = tuple(int(v) for v in f.variables)
+            table = _numeric_array(f.table, f"{where}.table", ndim=len(f.variables))
+            expected = tuple(len(self.choices[v]) for v in f.variables)
+            if table.shape != expected:
+                names = tuple(self.names[v] for v in f.variables)
+                raise ProblemError(f"{where}.table: shape {table.shape} does not match choices of {names} = {expected}")
+            _check_finite(table, f"{where}.table", non_negative=True)
+            f.table = table
+            if not isinstance(f.name, str):
+                raise ProblemError(f"{where}.name: expected a string, got {f.name!r}")
+        self.offset = _check_offset(self.offset, "offset")
+        self.budget = _check_budget(self.budget, "budget")
+        if not isinstance(self.meta, dict):
+            raise ProblemError(f"meta: expected a dict, got {_type_name(self.meta)}")
+
+    # -- JSON -----------------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The documented file format (docs/search-problem.md); factors name their variables."""
+        self.validate()
+        meta = {k: v for k, v in self.meta.items() if k != "unit"}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "variables": [
+                {"name": name, "choices": list(ch), "unary": np.asarray(u, dtype=float).tolist()}
+                for name, ch, u in zip(self.names, self.choices, self.unary)
+            ],
+            "latency": {
+                "offset": float(self.offset),
+                "unit": self.unit,
+                "factors": [
+                    {"name": f.name, "variables": [self.names[v] for v in f.variables], "table": f.table.tolist()}
+                    for f in self.factors
+                ],
+            },
+            "budget": None if self.budget is None else float(self.budget),
+            "meta": meta,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> SearchProblem:
+        """Parse the file format; every error names the JSON field path (e.g. ``latency.factors[3].table``)."""
+        if not isinstance(data, dict):
+            raise ProblemError(f"expected a JSON object at the top level, got {_type_name(data)}")
+        _check_keys(data, "", ["format", "version", "variables", "latency"], ["budget", "meta"])
+        if data["format"] != FORMAT:
+            raise ProblemError(f"format: expected '{FORMAT}', got {data['format']!r}")
+        if not _is_int(data["version"]) or data["version"] != VERSION:
+            raise ProblemError(f"version: unsupported version {data['version']!r} (this slimzoo reads {VERSION})")
+        variables = data["variables"]
+        if not isinstance(variables, list) or not variables:
+            raise ProblemError(f"variables: expected a non-empty list, got {_type_name(variables)}")
+        names: list[str] = []
+        choices: list[list[int]] = []
+        unary: list[NDArray[np.float64]] = []
+        for v, var in enumerate(variables):
+            where = f"variables[{v}]"
+            if not isinstance(var, dict):
+                raise ProblemError(f"{where}: expected an object, got {_type_name(var)}")
+            _check_keys(var, where, ["name", "choices", "unary"], [])
+            name = _check_name(var["name"], f"{where}.name")
+            if name in names:
+                raise ProblemError(f"{where}.name: duplicate variable name '{name}' "
+                                   f"(also variables[{names.index(name)}])")
+            ch = _check_choices(var["choices"], f"{where}.choices")
+            u = _numeric_array(var["unary"], f"{where}.unary", ndim=1)
+            if u.shape != (len(ch),):
+                raise ProblemError(f"{where}.unary: has {u.shape[0]} entries but choices has {len(ch)}")
+            _check_finite(u, f"{where}.unary", non_negative=False)
+            names.append(name)
+            choices.append(ch)
+            unary.append(u)
+        latency = data["latency"]
+        if not isinstance(latency, dict):
+            raise ProblemError(f"latency: expected an object, got {_type_name(latency)}")
+        _check_keys(latency, "latency", ["factors"], ["offset", "unit"])
+        offset = _check_offset(latency.get("offset", 0.0), "latency.offset")
+        unit = latency.get("unit", DEFAULT_UNIT)
+        if not isinstance(unit, str) or not unit:
+            raise ProblemError(f"latency.unit: expected a non-empty string, got {unit!r}")
+        raw_factors = latency["factors"]
+        if not isinstance(raw_factors, list):
+            raise ProblemError(f"latency.factors: expected a list, got {_type_name(raw_factors)}")
+        factors: list[LatencyFactor] = []
+        for j, fac in enumerate(raw_factors):
+            where = f"latency.factors[{j}]"
+            if not isinstance(fac, dict):
+                raise ProblemError(f"{where}: expected an object, got {_type_name(fac)}")
+            _check_keys(fac, where, ["variables", "table"], ["name"])
+            fname = fac.get("name", "")
+            if not isinstance(fname, str):
+                raise ProblemError(f"{where}.name: expected a string, got {fname!r}")
+            fvars = fac["variables"]
+            if not isinstance(fvars, list) or len(fvars) > 2:
+                raise ProblemError(f"{where}.variables: expected a list of at most 2 variable names "
+                                   f"(the search is pairwise), got {fvars!r}")
+            idx: list[int] = []
+            for k, vname in enumerate(fvars):
+                if not isinstance(vname, str):
+                    raise ProblemError(f"{where}.variables[{k}]: expected a variable name, got {vname!r}")
+                if vname not in names:
+                    raise ProblemError(f"{where}.variables[{k}]: unknown variable '{vname}'{suggest(vname, names)}")
+                idx.append(names.index(vname))
+            if len(set(idx)) != len(idx):
+                raise ProblemError(f"{where}.variables: the same variable twice {fvars!r}")
+            table = _numeric_array(fac["table"], f"{where}.table", ndim=len(idx))
+            expected = tuple(len(choices[v]) for v in idx)
+            if table.shape != expected:
+                raise ProblemError(f"{where}.table: shape {table.shape} does not match choices of "
+                                   f"{tuple(fvars)} = {expected}")
+            _check_finite(table, f"{where}.table", non_negative=True)
+            factors.append(LatencyFactor(tuple(idx), table, fname))
+        budget = _check_budget(data.get("budget"), "budget")
+        meta = data.get("meta", {})
+        if not isinstance(meta, dict):
+            raise ProblemError(f"meta: expected an object, got {_type_name(meta)}")
+        meta = dict(meta)
+        meta["unit"] = unit  # the unit lives in meta["unit"] in memory, in latency.unit in the file
+        problem = cls(names, choices, unary, factors, offset, budget, meta)
+        problem.validate()
+        return problem
+
+    def save(self, path: Path | str) -> Path:
+        """Write the JSON file atomically (temp file in the same directory, then ``os.replace``).
+
+        A reader (or a crashed writer) never leaves a half-written problem behind, which matters because problem
+        files are inputs to later commands that would otherwise fail with confusing parse errors.
+        """
+        path = Path(path)
+        text = _dumps(self.to_json()) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> SearchProblem:
+        """Read a problem file; errors start with the path (and the line, for text that is not JSON)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ProblemError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProblemError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProblemError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+        try:
+            return cls.from_json(data)
+        except ProblemError as exc:
+            raise ProblemError(f"{path}: {exc}") from None
+
+
+def _dumps(obj: Any, indent: int = 0) -> str:
+    """JSON with nested structure indented but each innermost list of numbers on one line.
+
+    ``json.dumps(indent=...)`` would put every table entry on its own line (thousands of lines for MobileNetV2);
+    this keeps files small and diffable, one table row per line.
+    """
+    pad = "  " * indent
+    inner = "  " * (indent + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {_dumps(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list):
+        if all(not isinstance(x, (list, dict)) for x in obj):
+            return json.dumps(obj, allow_nan=False)
+        items = [f"{inner}{_dumps(x, indent + 1)}" for x in obj]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(obj, allow_nan=False)
+
+
+@dataclass
+class Solution:
+    """A configuration chosen by a solver, with its predicted latency and loss proxy.
+
+    ``optimal`` is True only when the solver proves it (the exact solver always; the Lagrangian one when its
+    duality gap closes). ``lower_bound`` is a proven lower bound on the optimal loss when the solver has one,
+    so a caller can see how far from optimal a Lagrangian answer can be.
+    """
+
+    indices: list[int]
+    values: dict[str, int]
+    latency: float
+    loss: float
+    solver: str
+    optimal: bool
+    budget: float | None = None
+    lam: float | None = None
+    lower_bound: float | None = None
+    iterations: int = 0
+    time_ms: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "solver": self.solver,
+            "optimal": self.optimal,
+            "budget": self.budget,
+            "latency": self.latency,
+            "loss": self.loss,
+            "values": dict(self.values),
+            "indices": list(self.indices),
+            "lambda": self.lam,
+            "lower_bound": self.lower_bound,
+            "iterations": self.iterations,
+            "time_ms": self.time_ms,
+            "stats": dict(self.stats),
+        }
+
+
+def resolve_budget(problem: SearchProblem, budget: float | None) -> float:
+    """The budget to solve for: the argument, else the problem's own; ProblemError when there is neither."""
+    if budget is None:
+        budget = problem.budget
+    if budget is None:
+        raise ProblemError("no latency budget: pass one, or set 'budget' in the problem")
+    if isinstance(budget, bool) or not _is_number(budget) or not math.isfinite(float(budget)):
+        raise ProblemError(f"budget: expected a finite number, got {budget!r}")
+    return float(budget)
+
+
+def infeasible(problem: SearchProblem, budget: float, fastest: float) -> BudgetError:
+    """The one-line error for a budget below the fastest configuration's latency."""
+    unit = problem.unit
+    return BudgetError(f"budget {format_ms(budget, fastest, unit)} is infeasible: the fastest configuration takes "
+                       f"{format_ms(fastest, budget, unit)}")
+
+
+def make_solution(problem: SearchProblem, indices: Sequence[int], solver: str, optimal: bool,
+                  **fields: Any) -> Solution:
+    """Build a Solution with latency and loss evaluated canonically by the problem (not by a solver's sums)."""
+    idx = [int(i) for i in indices]
+    return Solution(indices=idx, values=problem.values(idx), latency=problem.latency(idx), loss=problem.loss(idx),
+                    solver=solver, optimal=optimal, **fields)
