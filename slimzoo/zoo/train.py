@@ -35,7 +35,7 @@ class TrainSettings:
     weight_decay: float = 4e-5
     n_random: int = 2
     seed: int = 0
-    proxy_decay: float = 0.9  # weight of the old value in the per-choice running mean (recent steps count more)
+    proxy_decay: float = 0.98  # weight of the old value in the per-choice running mean (recent steps count more)
 
 
 class LossProxy:
@@ -104,13 +104,16 @@ def train_supernet(supernet: nn.Module, data: ArrayDataset, settings: TrainSetti
             loss_max = F.cross_entropy(logits, y)
             loss_max.backward()
             soft = F.softmax(logits.detach(), dim=1)
-            configs = [smallest] + [spec.random(rng) for _ in range(settings.n_random)]
-            for config in configs:
+            randoms = [spec.random(rng) for _ in range(settings.n_random)]
+            for config in [smallest, *randoms]:
                 sub_logits = supernet(x, config)
                 distill = -(soft * F.log_softmax(sub_logits, dim=1)).sum(1).mean()  # in-place distillation
                 distill.backward()
-                with torch.no_grad():
-                    proxy.update(config, float(F.cross_entropy(sub_logits, y) - loss_max.detach()))
+                # Only random configs feed the proxy (AOWS): the smallest is trained every step, so counting it
+                # would credit the smallest choice of every variable with the smallest net's extra training.
+                if config is not smallest:
+                    with torch.no_grad():
+                        proxy.update(config, float(F.cross_entropy(sub_logits, y) - loss_max.detach()))
             optimizer.step()
             schedule.step()
             step += 1
