@@ -6,6 +6,8 @@ a loss proxy under a latency budget. numpy only, so it runs anywhere the CLI doe
 * :func:`solve_exact`: the true optimum under the budget (Pareto-front DP on the tree).
 * :func:`solve_lagrangian`: AOWS's Lagrangian relaxation with min-sum DP; fast, on the convex hull only.
 * :func:`solve_bruteforce`: enumeration, the test reference for small problems.
+* :func:`solve_evolution`: Once-for-All's evolutionary search (population 100, 500 generations), a baseline.
+* :func:`solve_exact_many`: the exact solver for many problems at once (one per platform), batched by shape.
 * :func:`min_latency`, :func:`pareto_front`, :func:`random_problem`.
 """
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from slimzoo.search.bruteforce import solve_bruteforce
-from slimzoo.search.exact import pareto_front, solve_exact
+from slimzoo.search.evolution import solve_evolution
+from slimzoo.search.exact import pareto_front, solve_exact, solve_exact_many
 from slimzoo.search.lagrangian import min_latency, solve_lagrangian
 from slimzoo.search.problem import (
     FORMAT,
@@ -46,7 +49,9 @@ __all__ = [
     "pareto_front",
     "random_problem",
     "solve_bruteforce",
+    "solve_evolution",
     "solve_exact",
+    "solve_exact_many",
     "solve_lagrangian",
     "within_budget",
 ]

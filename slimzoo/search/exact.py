@@ -10,40 +10,46 @@ general), but the exact answer is cheap for the problems we meet, by dynamic pro
 * A child's front crosses its edge to become a *message*: for each parent choice, the front over the child's
   choices of ``edge + child front``. A node's front is its own cost plus the Minkowski sum of its children's
   messages, pruned back to a front after each child.
-* The virtual root (see :mod:`slimzoo.search.tree`) combines the components of a forest and the offset; its front
-  is the whole problem's Pareto front (:func:`pareto_front`), and the best point within the budget is the optimum.
+* The virtual root (see :mod:`slimzoo.search.compiled`) combines the components of a forest and the offset; its
+  front is the whole problem's Pareto front (:func:`pareto_front`), and the best point within the budget is the
+  optimum.
 
 Fronts can grow multiplicatively, so with a budget every partial point is also checked against bounds on the
 *rest* of the tree (from min-sum inside/outside passes): it is dropped when its latency plus the least latency
 the rest can have exceeds the budget, or when no completion can reach a loss limit, by Lagrangian bounds at the
-optimal multiplier (and a few others) and the plain loss bound. These prunings only remove points that cannot
-complete to a feasible configuration within the limit, so the result stays exact. How small the fronts get
-depends on the limit: the incumbent (best Lagrangian solution) first, and if that round grows too big, limits
-just above the Lagrangian lower bound, raised until a round finds a solution (see :func:`solve_exact`).
-Each step is vectorised over all choices of a node (fronts are stored flat with a choice label), so the Python
-overhead is a few numpy calls per node.
+best multiplier (and a few others) and the plain loss bound. These prunings only remove points that cannot
+complete to a feasible configuration within the limit, so the result stays exact. The limit is the loss of the
+best configuration known beforehand (the *incumbent*): the best feasible solution of a batched Lagrangian grid,
+improved by a greedy local search, which usually lands within a fraction of the duality gap of the optimum. If
+that round grows too big, iterative deepening on the duality gap takes over (:data:`DEEPENING`). A solve needs
+only the best root point, so the DP's last combination (usually the product of the two biggest fronts, the two
+halves of the tree meeting at its centre) is replaced by a best-pair search under the budget (:func:`best_pairs`).
+
+Speed comes from :mod:`slimzoo.search.compiled`: the structure and the DP schedule are built once per problem
+shape, every pass is level-batched, and the DP itself runs on *global labels* ``(node, problem, choice)``, so one
+batch of numpy calls advances every node of a tree level, for every problem of a batch (many platforms at once).
+Fronts are stored flat with their label; each DP step is a handful of numpy calls whatever the number of nodes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
 
-from slimzoo.search.lagrangian import lagrange_walk
+from slimzoo.errors import BudgetError
+from slimzoo.search.compiled import Batch, CombOp, MsgOp, Passes, compile_batch, structure_key
 from slimzoo.search.problem import (
+    FEASIBILITY_RTOL,
     SearchProblem,
     Solution,
-    budget_slack,
+    infeasible,
     make_solution,
     resolve_budget,
-    within_budget,
 )
-from slimzoo.search.tree import Passes, Tree, compile_tree, min_sum
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -52,25 +58,52 @@ KeepFn = Callable[[IntArray, FloatArray, FloatArray], NDArray[np.bool_]]
 #: Candidate points materialised at once when combining two fronts; bigger combinations are done in chunks
 #: (each reduced to its front before the next), so memory stays bounded even without a budget to prune with.
 CHUNK = 1 << 21
+#: Iterative deepening on the duality gap, used when the optimistic first round (incumbent as the limit, capped
+#: candidate count) gives up: the DP then first keeps only partial points that could reach a loss within these
+#: fractions of the gap above the Lagrangian lower bound. The fronts, so the cost, grow with the limit, and if a
+#: round finds any feasible configuration it is optimal, so small limits first are cheap insurance against the
+#: occasional problem whose incumbent is poor. The last round (the incumbent's loss) always concludes.
+DEEPENING: tuple[float, ...] = (1 / 16, 1 / 4, 1 / 2)
+#: Candidate points (per problem) the optimistic first round may generate before falling back to deepening.
+OPTIMISTIC_CANDIDATES = 60_000
+#: Lagrange multipliers of the warm start's first pass, relative to each problem's loss-per-latency scale.
+COARSE = 2.0 ** np.arange(-10.0, 10.5, 1.0)
+#: Multipliers of the second pass across the bracket the first one found (geometric steps).
+FINE_STEPS = 12
+#: Extra multipliers (relative to the bracket's slope) whose Lagrangian bounds are also checked: a partial point
+#: that used more or less than its share of the budget is bounded better by a steeper or flatter lambda.
+LAMBDA_SPREAD = 2.0 ** np.array([-2.0, -1.0, 1.0, 2.0])
+#: Pruning tests on more candidates than this first screen them with the first SCREEN_ROWS bound rows.
+SCREEN_ABOVE = 20_000
+SCREEN_ROWS = 2
 
 
 class Aborted(Exception):
-    """Raised inside FrontDP.run when a round generates more candidate points than it was allowed."""
+    """Raised inside the DP when a round generates more candidate points than it was allowed."""
+
+
+class _Redo(Exception):
+    """The pairs-only shortcut's best point failed the canonical budget check: the round needs the whole front."""
 
 
 @dataclass
 class Front:
-    """Points (label, latency, loss), sorted by label then latency; within a label, loss strictly decreases."""
+    """Points (label, latency, loss, point id), sorted by label then latency; within a label, loss decreases."""
 
     lab: IntArray
     lat: FloatArray
     loss: FloatArray
+    gid: IntArray
 
     def __len__(self) -> int:
         return int(self.lab.shape[0])
 
-    def take(self, idx: IntArray) -> Front:
-        return Front(self.lab[idx], self.lat[idx], self.loss[idx])
+
+def _cat(fronts: Sequence[Front]) -> Front:
+    if len(fronts) == 1:
+        return fronts[0]
+    return Front(np.concatenate([f.lab for f in fronts]), np.concatenate([f.lat for f in fronts]),
+                 np.concatenate([f.loss for f in fronts]), np.concatenate([f.gid for f in fronts]))
 
 
 def group_pareto(lab: IntArray, lat: FloatArray, loss: FloatArray) -> IntArray:
@@ -82,10 +115,10 @@ def group_pareto(lab: IntArray, lat: FloatArray, loss: FloatArray) -> IntArray:
     loss rank is below every earlier point's in its group. Equal losses get distinct ranks in order of appearance
     (stable sort), so a point tied in loss with an earlier, faster one is dropped, as are exact duplicates.
     """
-    if lab.shape[0] == 0:
+    n = lab.shape[0]
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.lexsort((loss, lat, lab))
-    n = order.shape[0]
     rank = np.empty(n, dtype=np.int64)
     rank[np.argsort(loss[order], kind="stable")] = np.arange(n)
     key = rank - lab[order] * (n + 1)
@@ -97,14 +130,15 @@ def group_pareto(lab: IntArray, lat: FloatArray, loss: FloatArray) -> IntArray:
 
 
 def combine(a: Front, b: Front, n_labels: int, keep: KeepFn | None,
-            max_pairs: int | None = None) -> tuple[Front, IntArray, IntArray, int]:
-    """Front of the Minkowski sum of ``a`` and ``b`` within each label, with back-pointers into ``a`` and ``b``.
+            max_pairs: int | None = None) -> tuple[FloatArray, FloatArray, IntArray, IntArray, IntArray, int]:
+    """Front of the Minkowski sum of ``a`` and ``b`` within each label: (lab, lat, loss, ia, ib, pairs).
 
-    Also returns the number of candidate pairs; raises :class:`Aborted` before generating more than ``max_pairs``.
+    ``ia``/``ib`` point into ``a``/``b``; ``pairs`` is the number of candidates; raises :class:`Aborted` before
+    generating more than ``max_pairs``.
     """
+    empty = np.zeros(0, dtype=np.int64)
     if len(a) == 0 or len(b) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return Front(empty, np.zeros(0), np.zeros(0)), empty, empty, 0
+        return empty, np.zeros(0), np.zeros(0), empty, empty, 0  # type: ignore[return-value]
     count_b = np.bincount(b.lab, minlength=n_labels)
     start_b = np.cumsum(count_b) - count_b
     reps = count_b[a.lab]
@@ -114,7 +148,7 @@ def combine(a: Front, b: Front, n_labels: int, keep: KeepFn | None,
         raise Aborted
     cuts = [0] + ([int(c) for c in np.searchsorted(ends, np.arange(CHUNK, total, CHUNK), side="right")]
                   if total > CHUNK else []) + [len(a)]
-    parts: list[tuple[Front, IntArray, IntArray]] = []
+    parts = []
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         if hi <= lo:
             continue
@@ -124,260 +158,625 @@ def combine(a: Front, b: Front, n_labels: int, keep: KeepFn | None,
         ib = start_b[a.lab[ia]] + (np.arange(ia.shape[0]) - np.repeat(first, r))
         lab, lat, loss = a.lab[ia], a.lat[ia] + b.lat[ib], a.loss[ia] + b.loss[ib]
         if keep is not None:
-            m = keep(lab, lat, loss)
+            m = np.flatnonzero(keep(lab, lat, loss))
             lab, lat, loss, ia, ib = lab[m], lat[m], loss[m], ia[m], ib[m]
         sel = group_pareto(lab, lat, loss)
-        parts.append((Front(lab[sel], lat[sel], loss[sel]), ia[sel], ib[sel]))
+        parts.append((lab[sel], lat[sel], loss[sel], ia[sel], ib[sel]))
     if not parts:
-        empty = np.zeros(0, dtype=np.int64)
-        return Front(empty, np.zeros(0), np.zeros(0)), empty, empty, total
+        return empty, np.zeros(0), np.zeros(0), empty, empty, total  # type: ignore[return-value]
     if len(parts) == 1:
-        return (*parts[0], total)
-    lab = np.concatenate([p[0].lab for p in parts])
-    lat = np.concatenate([p[0].lat for p in parts])
-    loss = np.concatenate([p[0].loss for p in parts])
-    ia = np.concatenate([p[1] for p in parts])
-    ib = np.concatenate([p[2] for p in parts])
+        return (*parts[0], total)  # type: ignore[return-value]
+    lab, lat, loss, ia, ib = (np.concatenate([p[i] for p in parts]) for i in range(5))
     sel = group_pareto(lab, lat, loss)
-    return Front(lab[sel], lat[sel], loss[sel]), ia[sel], ib[sel], total
+    return lab[sel], lat[sel], loss[sel], ia[sel], ib[sel], total
 
 
 @dataclass
-class Pruner:
-    """Bounds that let the DP drop partial points that cannot complete to a good enough feasible solution.
+class Pruning:
+    """Linear tests ``A[j] * loss + B[j][label] * latency + G[j][label] <= 0`` a partial point must pass.
 
-    ``bounds`` holds min-sum passes for cost function 0 = latency alone and cost functions ``1..`` =
-    ``loss + lams[j] * latency``; a ``rest`` array (1 + len(lams), K) is the best cost of the part of the tree
-    not yet in a partial point, per choice of the node the point is attached to. A partial point with latency
-    ``a`` and loss ``l`` is kept only if ``a + rest[0] <= cap`` (it can still be feasible) and, when ``limit`` is
-    set, if for every j ``l + lams[j] * (a - cap) + rest[j] <= limit``: for any ``lam >= 0`` the best feasible
-    completion has loss at least that (Lagrangian relaxation of the rest), so otherwise none reaches ``limit``.
+    Row 0 is feasibility (``A=0, B=1``: latency plus the least latency of the rest of the tree <= cap); rows 1..J
+    (present when there is a loss ``limit``) are Lagrangian bounds (``A=1, B=lambda_j``): for any ``lam >= 0``
+    the best feasible completion has loss at least ``rest_lam - lam * (cap - latency)``, so a point with
+    ``loss + lam * latency + rest_lam - lam * cap > limit`` cannot complete to a feasible loss <= limit. ``G``
+    holds ``rest - constant`` per global label; the rest of the tree differs per DP step, so :meth:`for_msg` and
+    :meth:`for_comb` build it from the min-sum bounds passes.
     """
 
-    cap: float  # budget plus slack: no feasible configuration is slower
-    limit: float | None  # keep only points that may complete to a loss <= limit
-    lams: FloatArray
-    bounds: Passes
+    a: FloatArray  # (J+1,)
+    b: FloatArray  # (J+1, NL)
+    const: FloatArray  # (J+1, NL): cap, and limit + lam * cap
+    base: FloatArray  # (J+1, N1, P, K): outside + inside - own = everything but the node, all children out
+    msgb: FloatArray  # (J+1, N1+1, P, K): bound messages (dummy row zero)
+    g_msg: FloatArray  # (J+1, NL): rest of the tree for message candidates, minus const
 
-    def keep(self, rest: FloatArray, lab: IntArray, lat: FloatArray, loss: FloatArray) -> NDArray[np.bool_]:
-        ok = lat <= (self.cap - rest[0])[lab]
-        if self.limit is not None and self.lams.shape[0]:
-            allow = self.limit + self.lams[:, None] * self.cap - rest[1:]  # (J, K), computed per label once
-            ok &= (loss + self.lams[:, None] * lat <= allow[:, lab]).all(axis=0)
-        return ok
+    @classmethod
+    def build(cls, batch: Batch, bounds: Passes, cap: FloatArray, limit: FloatArray | None) -> Pruning:
+        s = batch.structure
+        p_count, k = batch.size, s.kmax
+        alpha, beta = bounds.alpha, bounds.beta  # (P, J+1)
+        assert bounds.outside is not None
+        rows = alpha.shape[1]
+        ins = np.moveaxis(bounds.inside, 2, 0)  # (J+1, N1, P, K)
+        out = np.moveaxis(bounds.outside, 2, 0)
+        msgb = np.moveaxis(bounds.msg, 2, 0)
+        own = (alpha.T[:, None, :, None] * batch.node_loss[None] + beta.T[:, None, :, None] * batch.node_lat[None])
+        base = out + ins - own
+        par = s.parent
+        # Message of child v (labels in v's slot, parent's choice): parent's outside + parent's other children
+        # (+ the parent's own cost unless the schedule folds it into this message).
+        fold = s.fold[None, :, None, None]
+        rest_msg = out[:, par] + ins[:, par] - msgb[:, : s.n1] - np.where(fold, own[:, par], 0.0)
+        shape = (rows, s.n1 * p_count * k)
+        cap_l = np.broadcast_to(cap[None, None, :, None], (1, s.n1, p_count, k)).reshape(1, -1)
+        bl = np.broadcast_to(beta.T[:, None, :, None], (rows, s.n1, p_count, k)).reshape(shape)
+        a = alpha[0].copy()  # alpha rows are the same for every problem: (0, 1, 1, ...)
+        if limit is None:
+            const = cap_l
+        else:
+            lim_l = np.broadcast_to(limit[None, None, :, None], (1, s.n1, p_count, k)).reshape(1, -1)
+            const = np.concatenate([cap_l, lim_l + bl[1:] * cap_l])
+        return cls(a, bl, const, base, msgb, rest_msg.reshape(shape) - const)
 
-    def keep_rows(self, rest: FloatArray, lat: FloatArray, loss: FloatArray) -> NDArray[np.bool_]:
-        """:meth:`keep` for a (label, point) matrix ``lat`` whose row is the label and ``loss`` is per column."""
-        ok = lat <= (self.cap - rest[0])[:, None]
-        if self.limit is not None:
-            for j, lam in enumerate(self.lams):
-                ok &= loss + lam * lat <= (self.limit + lam * self.cap - rest[1 + j])[:, None]
-        return ok
+    def for_comb(self, op: CombOp) -> FloatArray:
+        r = self.base.copy()
+        r[:, op.nodes] -= self.msgb[:, op.inmat].sum(axis=2)
+        return r.reshape(r.shape[0], -1) - self.const
+
+    def keep(self, g: FloatArray) -> KeepFn:
+        """The test for one DP step. Big candidate sets (a batch of many problems) are first screened with the
+        first ``SCREEN_ROWS`` rows (feasibility and the best multiplier), so the other rows only see survivors."""
+        a, b = self.a[:, None], self.b
+
+        def rows(sel: slice, lab: IntArray, lat: FloatArray, loss: FloatArray) -> NDArray[np.bool_]:
+            with np.errstate(invalid="ignore"):
+                return (a[sel] * loss + b[sel, lab] * lat + g[sel, lab] <= 0).all(axis=0)  # type: ignore[no-any-return]
+
+        def test(lab: IntArray, lat: FloatArray, loss: FloatArray) -> NDArray[np.bool_]:
+            if lab.shape[0] < SCREEN_ABOVE or a.shape[0] <= SCREEN_ROWS:
+                return rows(slice(None), lab, lat, loss)
+            ok = rows(slice(0, SCREEN_ROWS), lab, lat, loss)
+            idx = np.flatnonzero(ok)
+            ok[idx] = rows(slice(SCREEN_ROWS, None), lab[idx], lat[idx], loss[idx])
+            return ok
+
+        return test
 
 
 @dataclass
-class FrontDP:
-    """Pareto-front DP over the whole tree, keeping back-pointers so any root point can be decoded."""
-
-    tree: Tree
-    fronts: list[Front] = field(default_factory=list)
-    steps: list[list[tuple[int, IntArray, IntArray]]] = field(default_factory=list)
-    msg_ptr: list[IntArray] = field(default_factory=list)
-    largest: int = 0
+class DPResult:
+    root: Front
+    lab: IntArray  # every point ever created, by point id
+    ptr_a: IntArray
+    ptr_b: IntArray
     points: int = 0
+    largest: int = 0
     candidates: int = 0
+    pairs_only: bool = False  # the root holds only the best pair under the cap per problem (see run_dp)
 
-    def run(self, pruner: Pruner | None, max_candidates: int | None = None) -> Front:
-        """Fronts of every subtree, children first; returns the root's (the whole problem's) front.
 
-        Raises :class:`Aborted` once more than ``max_candidates`` candidate points have been generated, which
-        lets the caller try an optimistic setting first and fall back to a safer one.
-        """
-        tree = self.tree
-        nn = tree.n + 1
-        empty = Front(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
-        self.fronts = [empty] * nn
-        self.steps = [[] for _ in range(nn)]
-        self.msg_ptr = [np.zeros(0, dtype=np.int64)] * nn
-        msgs: list[Front] = [empty] * nn
-        for v in tree.order:
-            k = tree.sizes[v]
-            kids = tree.children[v]
-            front = Front(np.arange(k, dtype=np.int64), tree.node_lat[v], tree.node_loss[v])
-            rest = self._rest_before(v, pruner)
-            for j, c in enumerate(kids):
-                keep: KeepFn | None = None
-                if pruner is not None:
-                    rest = rest - pruner.bounds.msg[c]  # child c is being added: no longer part of the rest
-                    keep = partial(pruner.keep, rest)
-                if j == 0:
-                    # One point per choice so far: adding it to the child's message needs no pairing and keeps
-                    # each group a front, so no Pareto filter either.
-                    front, ia, ib = _shift(front, msgs[c], keep)
-                    self.candidates += len(msgs[c])
+def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = None,
+           best_under: tuple[FloatArray, FloatArray] | None = None) -> DPResult:
+    """The Pareto-front DP for every problem of ``batch`` at once, following the structure's schedule.
+
+    Labels are global: ``(node * P + problem) * K + choice``. A message of child v is labelled in v's own slot
+    (with the *parent's* choice), so several children of one parent can be computed in the same batch, then
+    relabelled to the parent's slot. Every point gets an id and two back-pointers (the partial front and message
+    it came from, or the child point of a message), so any root point can be decoded.
+
+    With ``best_under = (cap, limit)`` per problem only the best configuration with latency <= cap and loss <=
+    limit is wanted, not the root's front: where the structure allows (``Structure.final_pair``) the last
+    combination is replaced by :func:`best_pairs`, which costs ``O(n log n)`` instead of the product of the two
+    fronts it would combine. The root then has at most one point per problem (``DPResult.pairs_only``). The loss
+    limit matters: the fronts only hold every partial configuration that can complete *within the limit*, so
+    only a best pair within it is the optimum.
+    """
+    s = batch.structure
+    p_count, k = batch.size, s.kmax
+    pk = p_count * k
+    n_labels = s.n1 * pk
+    lab_store: list[IntArray] = []
+    pa_store: list[IntArray] = []
+    pb_store: list[IntArray] = []
+    next_id = 0
+
+    def register(lab: IntArray, pa: IntArray, pb: IntArray) -> IntArray:
+        nonlocal next_id
+        lab_store.append(lab)
+        pa_store.append(pa)
+        pb_store.append(pb)
+        ids = np.arange(next_id, next_id + lab.shape[0])
+        next_id += lab.shape[0]
+        return ids
+
+    def split(front: Front, nodes: IntArray, lab_for_split: IntArray) -> list[Front]:
+        cuts = np.searchsorted(lab_for_split, np.append(nodes * pk, nodes[-1] * pk + pk)).tolist()
+        return [Front(front.lab[lo:hi], front.lat[lo:hi], front.loss[lo:hi], front.gid[lo:hi])
+                for lo, hi in zip(cuts[:-1], cuts[1:])]
+
+    # Own fronts of the leaves: one point per real choice.
+    cache = batch._cache
+    if "dp" not in cache:
+        leaves = np.array([v for v in range(s.n) if not s.children[v]], dtype=np.int64)
+        real = (batch.pad[leaves] == 0)[:, None, :] & np.ones((1, p_count, 1), dtype=bool)
+        leaf_lab = np.flatnonzero(_mask(s.n1, p_count, k, leaves, real))
+        fold = s.fold[:, None, None, None]
+        par = s.parent
+        edge_t = batch.edge_lat.transpose(0, 1, 3, 2)  # (N1, P, x, y)
+        em = edge_t + np.where(fold, batch.node_lat[par][:, :, None, :], 0.0) + batch.pad[par][:, None, None, :]
+        lm = np.broadcast_to(np.where(fold, batch.node_loss[par][:, :, None, :], 0.0), em.shape)
+        shift = (par - np.arange(s.n1)) * pk
+        cache["dp"] = (leaves, leaf_lab, em.reshape(n_labels, k), np.ascontiguousarray(lm).reshape(n_labels, k),
+                       shift)
+    leaves, leaf_lab, em, lm, shift = cache["dp"]
+    flat_lat, flat_loss = batch.node_lat.reshape(-1), batch.node_loss.reshape(-1)
+    none = np.full(leaf_lab.shape[0], -1, dtype=np.int64)
+    own = Front(leaf_lab, flat_lat[leaf_lab], flat_loss[leaf_lab], register(leaf_lab, none, none))
+    fronts: dict[int, Front] = dict(zip(leaves.tolist(), split(own, leaves, own.lab)))
+    msgs: dict[int, Front] = {}
+    res_points = res_largest = candidates = 0
+    ar_k = np.arange(k)
+    pairs_only = best_under is not None and s.final_pair is not None
+    ops = s.ops[:-2] if pairs_only else s.ops
+    for op in ops:
+        if isinstance(op, MsgOp):
+            src = _cat([fronts[v] for v in op.nodes.tolist()])
+            lab2 = ((src.lab - src.lab % k)[:, None] + ar_k).reshape(-1)
+            lat2 = (src.lat[:, None] + em[src.lab]).reshape(-1)
+            loss2 = (src.loss[:, None] + lm[src.lab]).reshape(-1)
+            candidates += lab2.shape[0]
+            if pruning is not None:
+                idx = np.flatnonzero(pruning.keep(pruning.g_msg)(lab2, lat2, loss2))
+            else:
+                idx = np.flatnonzero(lat2 < np.inf)
+            sel = idx[group_pareto(lab2[idx], lat2[idx], loss2[idx])]
+            lab_c = lab2[sel]
+            lab_p = lab_c + shift[lab_c // pk]
+            front = Front(lab_p, lat2[sel], loss2[sel], register(lab_p, src.gid[sel // k], np.full(sel.shape, -1)))
+            for v, part in zip(op.nodes.tolist(), split(front, op.nodes, lab_c)):
+                if s.fold[v]:
+                    fronts[int(s.parent[v])] = part
                 else:
-                    left = None if max_candidates is None else max_candidates - self.candidates
-                    front, ia, ib, pairs = combine(front, msgs[c], k, keep, left)
-                    self.candidates += pairs
-                self.steps[v].append((c, ia, ib))
-                self.points += len(front)
-                self.largest = max(self.largest, len(front))
-            self.fronts[v] = front
-            if v == tree.root:
-                break
-            msgs[v], self.msg_ptr[v] = self._message(v, front, pruner)
-            self.points += len(msgs[v])
-            self.largest = max(self.largest, len(msgs[v]))
-            if max_candidates is not None and self.candidates > max_candidates:
-                raise Aborted
-        return self.fronts[tree.root]
-
-    def _rest_before(self, v: int, pruner: Pruner | None) -> FloatArray:
-        """Bounds on everything outside v's subtree plus all of v's children (nothing combined yet)."""
-        if pruner is None:
-            return np.zeros(0)
-        bp = pruner.bounds
-        assert bp.outside is not None, "pruning bounds need the outside pass"
-        rest = bp.outside[v].copy()
-        for c in self.tree.children[v]:
-            rest += bp.msg[c]
-        return rest
-
-    def _message(self, v: int, front: Front, pruner: Pruner | None) -> tuple[Front, IntArray]:
-        """Front of ``edge + child front`` over the child's choices, for every choice of the parent.
-
-        Candidates form a (parent choice, child point) matrix, so the label is the row: pruning bounds broadcast
-        per row and the Pareto filter is a per-row lexsort and running minimum, with no gathers by label.
-        """
-        tree = self.tree
-        p = tree.parent[v]
-        kp = tree.sizes[p]
-        s = len(front)
-        self.candidates += kp * s
-        lat = tree.edge_lat[v][:, front.lab] + front.lat  # (kp, s)
-        loss = np.broadcast_to(front.loss, (kp, s))
-        if pruner is not None:
-            bp = pruner.bounds
-            assert bp.outside is not None
-            rest = bp.inside[p] + bp.outside[p] - bp.msg[v]  # everything but v's subtree and edge, parent fixed
-            ok = pruner.keep_rows(rest, lat, front.loss)
-            lat = np.where(ok, lat, np.inf)
-        order = np.lexsort((loss, lat), axis=-1)
-        flat = order + (np.arange(kp) * s)[:, None]
-        lat_sorted = lat.reshape(-1)[flat]
-        loss_sorted = front.loss[order]
-        running = np.minimum.accumulate(loss_sorted, axis=1)
-        keep = lat_sorted < np.inf
-        keep[:, 1:] &= loss_sorted[:, 1:] < running[:, :-1]
-        idx = flat[keep]  # row-major: sorted by parent choice, then latency
-        return Front(idx // s, lat_sorted[keep], loss_sorted[keep]), idx % s
-
-    def decode(self, index: int) -> list[int]:
-        """The configuration behind point ``index`` of the root front."""
-        tree = self.tree
-        x = [0] * tree.n
-        stack = [(tree.root, index)]
-        while stack:
-            v, i = stack.pop()
-            if v != tree.root:
-                x[v] = int(self.fronts[v].lab[i])
-            for c, ia, ib in reversed(self.steps[v]):
-                stack.append((c, int(self.msg_ptr[c][ib[i]])))
-                i = int(ia[i])
-        return x
+                    msgs[v] = part
+        else:
+            a = _cat([fronts[u] for u in op.nodes.tolist()])
+            b = _cat([msgs.pop(c) for c in op.kids.tolist()])
+            keep = pruning.keep(pruning.for_comb(op)) if pruning is not None else None
+            left = None if max_candidates is None else max_candidates - candidates
+            lab, lat, loss, ia, ib, pairs = combine(a, b, n_labels, keep, left)
+            candidates += pairs
+            front = Front(lab, lat, loss, register(lab, a.gid[ia], b.gid[ib]))
+            for u, part in zip(op.nodes.tolist(), split(front, op.nodes, lab)):
+                fronts[u] = part
+        res_points += len(front)
+        res_largest = max(res_largest, len(front))
+        if max_candidates is not None and candidates > max_candidates:
+            raise Aborted
+    if pairs_only:
+        assert best_under is not None and s.final_pair is not None
+        last = s.ops[-2]
+        centre = s.final_pair
+        a, b = fronts[centre], msgs[int(last.kids[0])]  # type: ignore[union-attr]
+        ia, ib = best_pairs(a, b, best_under[0] - batch.offsets, best_under[1], p_count, k)
+        candidates += len(a) + len(b)
+        lab = a.lab[ia]
+        root = Front(lab, a.lat[ia] + b.lat[ib] + batch.offsets[(lab // k) % p_count], a.loss[ia] + b.loss[ib],
+                     register(lab, a.gid[ia], b.gid[ib]))
+        fronts[s.root] = root
+        res_points += len(root)
+    return DPResult(fronts[s.root], np.concatenate(lab_store), np.concatenate(pa_store), np.concatenate(pb_store),
+                    res_points, res_largest, candidates, pairs_only)
 
 
-def _shift(single: Front, b: Front, keep: KeepFn | None) -> tuple[Front, IntArray, IntArray]:
-    """Minkowski sum when ``single`` has one point per label: each of b's groups shifted by that point."""
-    ia = b.lab  # single is the full arange over labels (the node's own cost), so label == index
-    lab, lat, loss = b.lab, b.lat + single.lat[ia], b.loss + single.loss[ia]
-    ib = np.arange(len(b), dtype=np.int64)
-    if keep is not None:
-        m = np.flatnonzero(keep(lab, lat, loss))
-        lab, lat, loss, ia, ib = lab[m], lat[m], loss[m], ia[m], ib[m]
-    return Front(lab, lat, loss), ia, ib
+def best_pairs(a: Front, b: Front, cap: FloatArray, limit: FloatArray, p_count: int,
+               k: int) -> tuple[IntArray, IntArray]:
+    """Per problem, the pair (point of ``a``, point of ``b``) with the same label, ``lat_a + lat_b <= cap[p]`` and
+    the least ``loss_a + loss_b``, if that is <= ``limit[p]``: indices into ``a`` and ``b``, one pair per problem
+    that has one, by problem.
+
+    Within a label a front's loss falls as its latency grows, so for each point of ``a`` the best partner is the
+    slowest point of ``b`` within ``cap - lat_a``. One lexsort of the points of ``b`` and those queries (``b``
+    first on ties, so equality counts as within) and a running maximum find it for all points at once, exactly.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if len(a) == 0 or len(b) == 0:
+        return empty, empty
+    na, nb = len(a), len(b)
+    query = cap[(a.lab // k) % p_count] - a.lat
+    lab = np.concatenate([b.lab, a.lab])
+    val = np.concatenate([b.lat, query])
+    kind = np.concatenate([np.zeros(nb, dtype=np.int8), np.ones(na, dtype=np.int8)])
+    order = np.lexsort((kind, val, lab))
+    pos_b = np.where(order < nb, np.arange(nb + na), -1)
+    last_b = np.maximum.accumulate(pos_b)  # sorted position of the latest b point at or before each position
+    is_query = order >= nb
+    qpos = np.flatnonzero(is_query)
+    partner_pos = last_b[qpos]
+    ok = partner_pos >= 0
+    ok[ok] = lab[order[partner_pos[ok]]] == lab[order[qpos[ok]]]
+    ia = order[qpos[ok]] - nb
+    ib = order[partner_pos[ok]]
+    if not ia.size:
+        return empty, empty
+    total = a.loss[ia] + b.loss[ib]
+    p_of = (a.lab[ia] // k) % p_count
+    within = np.flatnonzero(total <= limit[p_of])
+    if not within.size:
+        return empty, empty
+    ia, ib, total, p_of = ia[within], ib[within], total[within], p_of[within]
+    pick = np.lexsort((total, p_of))
+    first = pick[np.r_[True, p_of[pick][1:] != p_of[pick][:-1]]]
+    return ia[first], ib[first]
 
 
-#: Iterative deepening on the duality gap, used when the optimistic first round (incumbent as the limit, capped
-#: candidate count) gives up: the DP then first keeps only partial points that could reach a loss within these
-#: fractions of the gap above the Lagrangian lower bound. The fronts, so the cost, grow with the limit, and if a
-#: round finds any feasible configuration it is optimal, so small limits first are cheap insurance against the
-#: occasional problem whose incumbent is poor. The last round (the incumbent's loss) always concludes.
-DEEPENING: tuple[float, ...] = (1 / 64, 1 / 8)
-#: Candidate points the optimistic first round may generate before falling back to deepening.
-OPTIMISTIC_CANDIDATES = 400_000
-#: Extra multipliers (relative to the optimal one) whose Lagrangian bounds are also checked: a partial point
-#: that used more or less than its share of the budget is bounded better by a steeper or flatter lambda.
-LAMBDA_SPREAD = 2.0 ** np.array([-2.0, 2.0])
+def _mask(n1: int, p_count: int, k: int, leaves: IntArray, real: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    mask = np.zeros((n1, p_count, k), dtype=bool)
+    mask[leaves] = real
+    return mask
 
 
-def solve_exact(problem: SearchProblem, budget: float | None = None) -> Solution:
-    """The minimum loss over all configurations with latency <= budget (ties: any one of them).
+def decode_points(batch: Batch, dp: DPResult, gids: IntArray) -> IntArray:
+    """Configurations (choice indices, shape (len(gids), n)) behind root points ``gids`` (one per problem)."""
+    s = batch.structure
+    k, pk = s.kmax, batch.size * s.kmax
+    x = np.zeros((gids.shape[0], s.n1), dtype=np.int64)
+    owner = np.arange(gids.shape[0])
+    g = gids
+    while g.size:
+        lab = dp.lab[g]
+        x[owner, lab // pk] = lab % k
+        a, b = dp.ptr_a[g], dp.ptr_b[g]
+        nxt = np.concatenate([a, b])
+        owner = np.concatenate([owner, owner])[nxt >= 0]
+        g = nxt[nxt >= 0]
+    return x[:, : s.n]
 
-    Runs the Lagrangian hull walk first: it gives an incumbent, the multiplier for the pruning bounds, and
-    sometimes a certificate (closed duality gap) that makes the front DP unnecessary. The front DP then runs with
-    a loss limit L, keeping every partial point that may still complete to a feasible loss <= L; any feasible
-    configuration it finds is therefore optimal if L is below the incumbent's loss, and if it finds none the
-    incumbent is. ``stats`` reports the rounds and the front sizes.
+
+@dataclass
+class BatchStats:
+    """What a batched solve did, shared by the problems solved together."""
+
+    batch_size: int = 1
+    rounds: int = 0
+    front_points: int = 0
+    largest_front: int = 0
+    candidates: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def solve_exact_batch(batch: Batch, budgets: Sequence[float]) -> list[Solution | BudgetError]:
+    """The exact optimum of every problem of ``batch`` under its budget, solved together.
+
+    Returns one :class:`Solution` per problem, or the :class:`BudgetError` of a problem whose budget no
+    configuration meets (the caller decides whether that is fatal). Problems must be validated already.
     """
     start = time.perf_counter()
-    problem.validate()
-    b = resolve_budget(problem, budget)
-    tree = compile_tree(problem)
-    lag = lagrange_walk(problem, tree, b)
-    stats: dict[str, object] = {"hull_steps": lag.iterations, "certified_by_lagrangian": lag.certified}
-    best, best_loss = lag.best, lag.best_loss
-    if not lag.certified:
-        cap = b + 2 * budget_slack(b)
-        lams = np.concatenate([[lag.lam], lag.lam * LAMBDA_SPREAD, [0.0]]) if lag.lam > 0 else np.zeros(1)
-        bounds = min_sum(tree, np.concatenate([[0.0], np.ones_like(lams)]), np.concatenate([[1.0], lams]),
-                         outside=True, argmins=False)
-        gap = best_loss - lag.lower_bound
-        margin = 1e-9 * (abs(best_loss) + abs(lag.lower_bound) + lag.lam * abs(cap)) + 1e-300
-        # (limit, candidate cap): optimistic round first, then deepening, then the incumbent without a cap.
-        plan: list[tuple[float, int | None]] = [(best_loss, OPTIMISTIC_CANDIDATES)]
-        plan += [(lag.lower_bound + f * gap, None) for f in DEEPENING] + [(best_loss, None)]
-        points = largest = rounds = 0
-        for limit, max_candidates in plan:
-            rounds += 1
-            dp = FrontDP(tree)
+    s = batch.structure
+    p_count = batch.size
+    problems = batch.problems
+    budget = np.asarray(budgets, dtype=np.float64)
+    slack = FEASIBILITY_RTOL * np.maximum(1.0, np.abs(budget))
+    bcap = budget + slack  # within_budget(): latency <= budget + slack
+    warm = warm_start(batch, bcap)
+    results: list[Solution | BudgetError | None] = [None] * p_count
+    for p in np.flatnonzero(~warm.active).tolist():
+        results[p] = infeasible(problems[p], float(budget[p]), float(warm.fastest[p]))
+    inc, inc_loss, lower, lam_star, certified = (warm.incumbent, warm.incumbent_loss, warm.lower, warm.lam,
+                                                  warm.certified)
+    best = inc[:, : s.n].copy()
+    rounds = np.zeros(p_count, dtype=np.int64)
+    stats = BatchStats(batch_size=p_count, extra={"greedy_steps": warm.greedy_steps})
+    todo = warm.todo
+    if todo.size:
+        assert warm.bounds is not None
+        cap2 = budget + 2 * slack
+        margin = np.zeros(p_count)
+        margin[todo] = 1e-9 * (np.abs(inc_loss[todo]) + np.abs(lower[todo])
+                               + np.max(warm.bounds.beta, axis=1) * np.abs(cap2[todo])) + 1e-300
+        gap = inc_loss - lower
+        # Rounds: (fraction of the duality gap above the lower bound used as the loss limit, candidate cap per
+        # problem). The optimistic round uses the incumbent (fraction 1) and concludes every problem unless it
+        # grows too big; then deepening rounds, each concluding the problems it finds a solution for, and a last
+        # uncapped round at the incumbent. Problems still open share each round's batch.
+        plan: list[tuple[float, int | None]] = [(1.0, OPTIMISTIC_CANDIDATES)]
+        plan += [(f, None) for f in DEEPENING] + [(1.0, None)]
+        open_ = np.arange(todo.size)  # positions in todo
+        for frac, per_problem_cap in plan:
+            idx = todo[open_]
+            sub = batch if idx.size == p_count else batch.take(idx)
+            sub_bounds = warm.bounds if open_.size == todo.size else _take_passes(warm.bounds, open_)
+            limit = inc_loss[idx] if frac >= 1.0 else lower[idx] + frac * gap[idx]
+            rounds[idx] += 1
+            pruning = Pruning.build(sub, sub_bounds, cap2[idx], limit + margin[idx])
             try:
-                root = dp.run(Pruner(cap=cap, limit=limit + margin, lams=lams, bounds=bounds), max_candidates)
+                dp = run_dp(sub, pruning, None if per_problem_cap is None else per_problem_cap * idx.size,
+                            best_under=(bcap[idx], limit + margin[idx]))
             except Aborted:
                 continue
-            finally:
-                points, largest = points + dp.points, max(largest, dp.largest)
-            found = _best_feasible(problem, dp, root, b, best_loss)
-            if found is not None:
-                best, best_loss = found, problem.loss(found)
-            if found is not None or limit >= best_loss:
+            _account(stats, dp)
+            try:
+                found = _best_feasible(sub, dp, budget[idx], bcap[idx], inc_loss[idx])
+            except _Redo:  # round-off at the budget in the pairs-only shortcut: redo with the whole root front
+                dp = run_dp(sub, pruning)
+                _account(stats, dp)
+                found = _best_feasible(sub, dp, budget[idx], bcap[idx], inc_loss[idx])
+            still = []
+            for i, x in enumerate(found):
+                if x is not None:
+                    best[idx[i]] = x
+                elif frac < 1.0:
+                    still.append(open_[i])  # nothing within this limit: the optimum lies above it
+            open_ = np.array(still, dtype=np.int64)
+            if not open_.size:
                 break
-        stats.update(rounds=rounds, front_points=points, largest_front=largest)
-    return make_solution(problem, best, "exact", True, budget=b, lam=lag.lam,
-                         lower_bound=lag.lower_bound, iterations=lag.iterations,
-                         time_ms=(time.perf_counter() - start) * 1e3, stats=stats)
-
-
-def _best_feasible(problem: SearchProblem, dp: FrontDP, root: Front, budget: float,
-                   below: float) -> list[int] | None:
-    """The lowest-loss root point under the budget with loss < ``below``, decoded; None if there is none.
-
-    The DP's latency sums run in another order than :meth:`SearchProblem.latency`, so a point right at the
-    budget is re-checked canonically, falling back to the next best point if round-off tips it over.
-    """
-    for i in np.argsort(root.loss, kind="stable"):
-        if root.loss[i] >= below:
-            return None
-        if not within_budget(float(root.lat[i]), budget):
+    final_lat, final_loss = batch.canonical_latency(best), batch.canonical_loss(best)
+    elapsed = (time.perf_counter() - start) * 1e3
+    out: list[Solution | BudgetError] = []
+    for p in range(p_count):
+        if results[p] is not None:
+            out.append(results[p])  # type: ignore[arg-type]
             continue
-        x = dp.decode(int(i))
-        if within_budget(problem.latency(x), budget) and problem.loss(x) < below:
-            return x
-    return None
+        st: dict[str, object] = {"certified_by_lagrangian": bool(certified[p]), "rounds": int(rounds[p]),
+                                 "batch_size": p_count, **stats.extra}
+        if rounds[p]:
+            st.update(front_points=stats.front_points, largest_front=stats.largest_front,
+                      candidates=stats.candidates)
+        out.append(make_solution(problems[p], best[p], "exact", True, (final_lat[p], final_loss[p]),
+                                 budget=float(budget[p]),
+                                 lam=float(lam_star[p]), lower_bound=float(lower[p]),
+                                 iterations=int(warm.passes[p] + rounds[p]), time_ms=elapsed / p_count, stats=st))
+    return out
+
+
+def _take_passes(passes: Passes, index: IntArray) -> Passes:
+    """The passes of problems ``index`` only (problem axis 1)."""
+    return Passes(passes.alpha[index], passes.beta[index], passes.inside[:, index], passes.msg[:, index],
+                  None if passes.arg is None else passes.arg[:, index],
+                  None if passes.outside is None else passes.outside[:, index])
+
+
+@dataclass
+class WarmStart:
+    """What the Lagrangian passes give the exact solver, per problem."""
+
+    active: NDArray[np.bool_]  # the budget is feasible
+    fastest: FloatArray  # canonical latency of the fastest configuration
+    incumbent: IntArray  # (P, N1): best feasible configuration known
+    incumbent_loss: FloatArray
+    lower: FloatArray  # proven lower bound on the optimal loss
+    lam: FloatArray  # multiplier achieving it
+    certified: NDArray[np.bool_]  # the incumbent is proven optimal (closed duality gap)
+    todo: IntArray  # problems that need the front DP
+    bounds: Passes | None  # for the ``todo`` problems: rows (latency, lam=0, lams...) with the outside pass
+    greedy_steps: int
+    passes: IntArray  # min-sum passes each problem took part in (1 or 2)
+
+
+def warm_start(batch: Batch, bcap: FloatArray) -> WarmStart:
+    """Batched min-sum passes and a greedy local search: incumbent, lower bound, pruning bounds.
+
+    Pass 1 solves ``loss + lam * latency`` on a coarse geometric grid of multipliers (centred per problem on
+    :meth:`Batch.lambda_scale`) plus latency alone and loss alone. A problem whose least-loss configuration meets
+    the budget is solved right there. For the others the optimal multiplier lies between the grid's last
+    infeasible and first feasible solutions; pass 2 solves a fine grid across that bracket (including the slope
+    between the two, the next step of an exact hull walk) and a few wider multipliers, with the outside pass, whose
+    rows become the pruning bounds. The lower bound is the best ``min(loss + lam * latency) - lam * cap`` seen;
+    the incumbent is the best feasible solution seen, improved by :meth:`Batch.greedy_improve`.
+    """
+    s = batch.structure
+    p_count = batch.size
+    ip = np.arange(p_count)
+    ones = np.ones((p_count, 1))
+    lams1 = batch.lambda_scale()[:, None] * COARSE[None, :]
+    alpha1 = np.concatenate([0 * ones, ones, np.ones_like(lams1)], axis=1)
+    beta1 = np.concatenate([ones, 0 * ones, lams1], axis=1)
+    pass1 = batch.min_sum(alpha1, beta1)
+    conf1 = batch.decode(pass1)
+    lat1, loss1 = batch.evaluate(conf1)
+    ok = batch.within(conf1[:, :2], bcap, lat1[:, :2])
+    active = ok[:, 0]
+    fastest = lat1[:, 0].copy()
+    if not active.all():  # the error message names the canonical latency of the fastest configuration
+        bad = np.flatnonzero(~active)
+        fastest[bad] = batch.take(bad).canonical_latency(conf1[bad, 0])
+    free = active & ok[:, 1]  # the least-loss configuration is feasible: optimal, lam = 0
+    inc = np.where(free[:, None], conf1[:, 1], conf1[:, 0])
+    inc_loss = np.where(free, loss1[:, 1], loss1[:, 0])
+    lower = np.where(free, inc_loss, -np.inf)
+    lam = np.zeros(p_count)
+    todo = np.flatnonzero(active & ~free)
+    certified = free.copy()
+    passes = np.where(active & ~free, 2, 1)
+    if not todo.size:
+        return WarmStart(active, fastest, inc, inc_loss, lower, lam, certified, todo, None, 0, passes)
+    if todo.size < p_count:
+        batch, pass1 = batch.take(todo), _take_passes(pass1, todo)
+        conf1, lat1, loss1, alpha1, beta1, bcap = conf1[todo], lat1[todo], loss1[todo], alpha1[todo], \
+            beta1[todo], bcap[todo]
+    q = todo.size
+    iq = np.arange(q)
+    ones = np.ones((q, 1))
+    # Bracket: rows 1.. have increasing multipliers (row 1 is lam = 0), so decreasing latency.
+    feas = lat1[:, 1:] <= bcap[:, None]
+    hi = np.where(feas.any(axis=1), feas.argmax(axis=1) + 1, 0)  # first feasible row; 0 = the fastest config
+    lo = np.maximum(np.where(hi == 0, lat1.shape[1] - 1, hi - 1), 1)
+    d_lat = lat1[iq, lo] - lat1[iq, hi]
+    d_loss = loss1[iq, hi] - loss1[iq, lo]
+    lam_lo = beta1[iq, lo]
+    lam_hi = np.where(hi == 0, 4 * beta1[iq, lo], beta1[iq, hi])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where((d_lat > 0) & (d_loss > 0), d_loss / d_lat, 0.5 * (lam_lo + lam_hi))
+        slope = np.minimum(np.maximum(slope, lam_lo), lam_hi)
+        lam_lo = np.where(lam_lo > 0, lam_lo, slope / 4)
+        ratio = np.where(lam_lo > 0, lam_hi / np.where(lam_lo > 0, lam_lo, 1.0), 1.0)
+        fine = lam_lo[:, None] * ratio[:, None] ** np.linspace(0.0, 1.0, FINE_STEPS)[None, :]
+    lams2 = np.concatenate([slope[:, None], fine, slope[:, None] * LAMBDA_SPREAD[None, :]], axis=1)
+    lams2 = np.where(np.isfinite(lams2) & (lams2 > 0), lams2, 0.0)
+    alpha2 = np.concatenate([0 * ones, ones, np.ones_like(lams2)], axis=1)
+    beta2 = np.concatenate([ones, 0 * ones, lams2], axis=1)
+    pass2 = batch.min_sum(alpha2, beta2, outside=True)
+    conf2 = batch.decode(pass2)
+    lat2, loss2 = batch.evaluate(conf2)
+    # Incumbent: the best solution within the budget over both passes (re-checked canonically; the fastest
+    # configuration always qualifies).
+    lat_all = np.concatenate([lat1, lat2], axis=1)
+    loss_all = np.concatenate([loss1, loss2], axis=1)
+    conf_all = np.concatenate([conf1, conf2], axis=1)
+    pick = np.where(lat_all <= bcap[:, None], loss_all, np.inf).argmin(axis=1)
+    sub_inc = conf_all[iq, pick]
+    improved, steps = batch.greedy_improve(sub_inc, bcap)
+    cand = np.stack([sub_inc, improved, conf1[:, 0]], axis=1)
+    lat_c, loss_c = batch.evaluate(cand)
+    loss_c = np.where(batch.within(cand, bcap, lat_c), loss_c, np.inf)  # the fastest (column 2) is feasible
+    best = loss_c.argmin(axis=1)
+    inc[todo] = cand[iq, best]
+    inc_loss[todo] = loss_c[iq, best]
+    # Lower bound: the best dual value over both passes (lam = 0 included).
+    duals = np.concatenate([pass1.inside[s.root, :, 1:, 0] - beta1[:, 1:] * bcap[:, None],
+                            pass2.inside[s.root, :, 1:, 0] - beta2[:, 1:] * bcap[:, None]], axis=1)
+    lam_all = np.concatenate([beta1[:, 1:], beta2[:, 1:]], axis=1)
+    best_dual = duals.argmax(axis=1)
+    lower[todo] = duals[iq, best_dual]
+    lam[todo] = lam_all[iq, best_dual]
+    scale = np.abs(inc_loss[todo]) + np.abs(lower[todo]) + 1e-300
+    certified[todo] = inc_loss[todo] <= lower[todo] + 1e-12 * scale
+    # Pruning rows: latency alone, the best fine multiplier, loss alone, the best's neighbours, the slope and its
+    # spread (the first two screen big candidate sets, see Pruning.keep).
+    d2 = duals[:, beta1.shape[1] - 1 + 2:]  # pass-2 rows 3.. (the fine grid)
+    j = d2[:, :FINE_STEPS].argmax(axis=1) + 3
+    zero = np.zeros(q, dtype=np.int64)
+    rows = np.stack([zero, j, zero + 1, np.maximum(j - 1, 3), np.minimum(j + 1, 2 + FINE_STEPS), zero + 2,
+                     *(zero + 3 + FINE_STEPS + r for r in range(LAMBDA_SPREAD.size))], axis=1)
+    keep = ~certified[todo]
+    sel = rows[keep][None, :, :, None]
+    sub = np.flatnonzero(keep)
+    assert pass2.outside is not None
+    bounds = Passes(np.take_along_axis(alpha2[sub], rows[keep], axis=1),
+                    np.take_along_axis(beta2[sub], rows[keep], axis=1),
+                    np.take_along_axis(pass2.inside[:, sub], sel, axis=2),
+                    np.take_along_axis(pass2.msg[:, sub], sel, axis=2), None,
+                    np.take_along_axis(pass2.outside[:, sub], sel, axis=2))
+    return WarmStart(active, fastest, inc, inc_loss, lower, lam, certified, todo[keep], bounds, steps, passes)
+
+
+def _account(stats: BatchStats, dp: DPResult) -> None:
+    stats.rounds += 1
+    stats.front_points += dp.points
+    stats.largest_front = max(stats.largest_front, dp.largest)
+    stats.candidates += dp.candidates
+
+
+def _best_feasible(batch: Batch, dp: DPResult, budget: FloatArray, bcap: FloatArray,
+                   below: FloatArray) -> list[list[int] | None]:
+    """Per problem, the lowest-loss root point within the budget with loss < ``below``, decoded; None if none.
+
+    Within a problem's root front loss falls as latency grows, so the candidate is the last point under the cap.
+    The DP's latency sums run in another order than :meth:`SearchProblem.latency`, so it is re-checked
+    canonically, falling back to earlier points if round-off tips it over.
+    """
+    root = dp.root
+    p_of = (root.lab // batch.structure.kmax) % batch.size
+    # Last point under the cap per problem: points are sorted by (problem, latency).
+    under = np.flatnonzero(root.lat <= bcap[p_of])
+    last = under[np.r_[p_of[under][1:] != p_of[under][:-1], True]] if under.size else under
+    out: list[list[int] | None] = [None] * batch.size
+    pick = np.full(batch.size, -1, dtype=np.int64)
+    pick[p_of[last]] = last
+    if not last.size:
+        return out
+    rows = np.flatnonzero((pick >= 0) & (root.loss[np.maximum(pick, 0)] < below))
+    if not rows.size:
+        return out
+    xs = decode_points(batch, dp, root.gid[pick[rows]])
+    sub = batch if rows.size == batch.size else batch.take(rows)
+    ok = sub.within(xs, bcap[rows], root.lat[pick[rows]])
+    for r, p in enumerate(rows.tolist()):
+        if ok[r]:
+            out[p] = [int(v) for v in xs[r]]
+            continue
+        if dp.pairs_only:
+            raise _Redo
+        problem = batch.problems[p]
+        i = int(pick[p]) - 1  # round-off put the canonical latency over: try the next faster points
+        while i >= 0 and p_of[i] == p and root.loss[i] < below[p]:
+            x = decode_points(batch, dp, root.gid[i:i + 1])[0]
+            if problem.latency(x) <= bcap[p] and problem.loss(x) < below[p]:
+                out[p] = [int(v) for v in x]
+                break
+            i -= 1
+    return out
+
+
+def solve_exact(problem: SearchProblem, budget: float | None = None, *, validate: bool = True) -> Solution:
+    """The minimum loss over all configurations with latency <= budget (ties: any one of them).
+
+    A batched Lagrangian grid pass gives an incumbent (improved greedily), the best multiplier and a lower bound
+    that sometimes certifies the incumbent (closed duality gap), making the front DP unnecessary. The front DP then
+    runs with the incumbent's loss as the limit, keeping every partial point that may still complete to a
+    feasible loss <= that; the best feasible root point is the optimum (or the incumbent, if none is better).
+    ``stats`` reports the rounds and the front sizes. ``validate=False`` skips :meth:`SearchProblem.validate`
+    for a problem the caller has just validated or built from validated parts.
+    """
+    if validate:
+        problem.validate()
+    b = resolve_budget(problem, budget)
+    result = solve_exact_batch(compile_batch([problem]), [b])[0]
+    if isinstance(result, BudgetError):
+        raise result
+    return result
+
+
+def solve_exact_many(problems: Sequence[SearchProblem], budgets: Sequence[float | None] | None = None, *,
+                     validate: bool = True) -> list[Solution | BudgetError]:
+    """:func:`solve_exact` for many problems, batching those of the same shape (one per platform, say).
+
+    Returns a :class:`Solution` or, for a problem whose budget no configuration meets, its :class:`BudgetError`
+    (in input order); other errors are raised.
+    """
+    problems = list(problems)
+    if budgets is None:
+        budgets = [None] * len(problems)
+    if validate:
+        for pr in problems:
+            pr.validate()
+    resolved = [resolve_budget(pr, b) for pr, b in zip(problems, budgets)]
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, pr in enumerate(problems):
+        groups.setdefault(structure_key(pr), []).append(i)
+    out: list[Solution | BudgetError | None] = [None] * len(problems)
+    for idx in groups.values():
+        batch = compile_batch([problems[i] for i in idx], same_shape=True)
+        for i, res in zip(idx, solve_exact_batch(batch, [resolved[i] for i in idx])):
+            out[i] = res
+    return out  # type: ignore[return-value]
+
+
+def pareto_fronts(batch: Batch, max_latency: Sequence[float] | None = None) -> list[tuple[FloatArray, FloatArray]]:
+    """The exact Pareto front (latency, loss arrays by increasing latency) of every problem of ``batch``."""
+    pruning = None
+    if max_latency is not None:
+        ml = np.asarray(max_latency, dtype=np.float64)
+        bounds = batch.min_sum(np.zeros((batch.size, 1)), np.ones((batch.size, 1)), outside=True)
+        pruning = Pruning.build(batch, bounds, ml + 2 * FEASIBILITY_RTOL * np.maximum(1.0, np.abs(ml)), None)
+    dp = run_dp(batch, pruning)
+    root = dp.root
+    p_of = (root.lab // batch.structure.kmax) % batch.size
+    starts = np.searchsorted(p_of, np.arange(batch.size + 1))
+    return [(root.lat[starts[p]:starts[p + 1]], root.loss[starts[p]:starts[p + 1]]) for p in range(batch.size)]
+
+
+def thin(points: list[tuple[float, float]], max_points: int | None) -> list[tuple[float, float]]:
+    """At most ``max_points`` points spread evenly over the index range (both ends kept)."""
+    if max_points is not None and len(points) > max_points:
+        if max_points <= 1:
+            return points[-1:] if max_points == 1 else []
+        idx = np.unique(np.round(np.linspace(0, len(points) - 1, max_points)).astype(int))
+        points = [points[i] for i in idx]
+    return points
 
 
 def pareto_front(problem: SearchProblem, max_points: int | None = 200,
-                 max_latency: float | None = None) -> list[tuple[float, float]]:
+                 max_latency: float | None = None, *, validate: bool = True) -> list[tuple[float, float]]:
     """The whole problem's exact Pareto front as (latency, loss) pairs, by increasing latency.
 
     Every point is achieved by some configuration and no configuration beats one in both coordinates. With
@@ -385,18 +784,8 @@ def pareto_front(problem: SearchProblem, max_points: int | None = 200,
     for plots; ``max_latency`` drops slower points during the DP, which keeps big problems tractable. Without a
     budget nothing else can be pruned, so this can be much slower than :func:`solve_exact` on large problems.
     """
-    problem.validate()
-    tree = compile_tree(problem)
-    pruner = None
-    if max_latency is not None:
-        bounds = min_sum(tree, [0.0], [1.0], outside=True)
-        pruner = Pruner(cap=max_latency + 2 * budget_slack(max_latency), limit=None, lams=np.zeros(0),
-                        bounds=bounds)
-    root = FrontDP(tree).run(pruner)
-    pts = list(zip(root.lat.tolist(), root.loss.tolist()))
-    if max_points is not None and len(pts) > max_points:
-        if max_points <= 1:
-            return pts[-1:] if max_points == 1 else []
-        idx = np.unique(np.round(np.linspace(0, len(pts) - 1, max_points)).astype(int))
-        pts = [pts[i] for i in idx]
-    return pts
+    if validate:
+        problem.validate()
+    lat, loss = pareto_fronts(compile_batch([problem], rooting="first"),
+                              None if max_latency is None else [max_latency])[0]
+    return thin(list(zip(lat.tolist(), loss.tolist())), max_points)

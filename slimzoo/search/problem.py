@@ -595,8 +595,14 @@ def infeasible(problem: SearchProblem, budget: float, fastest: float) -> BudgetE
 
 
 def make_solution(problem: SearchProblem, indices: Sequence[int], solver: str, optimal: bool,
-                  **fields: Any) -> Solution:
-    """Build a Solution with latency and loss evaluated canonically by the problem (not by a solver's sums)."""
+                  canonical: tuple[float, float] | None = None, **fields: Any) -> Solution:
+    """Build a Solution with latency and loss evaluated canonically by the problem (not by a solver's sums).
+
+    ``canonical`` passes (latency, loss) already computed the canonical way (same terms, same order, as the
+    batched evaluation in :mod:`slimzoo.search.compiled` does), which saves re-evaluating many solutions.
+    """
     idx = [int(i) for i in indices]
-    return Solution(indices=idx, values=problem.values(idx), latency=problem.latency(idx), loss=problem.loss(idx),
-                    solver=solver, optimal=optimal, **fields)
+    values = {name: int(ch[i]) for name, ch, i in zip(problem.names, problem.choices, idx)}
+    latency, loss = canonical if canonical is not None else (problem.latency(idx), problem.loss(idx))
+    return Solution(indices=idx, values=values, latency=float(latency), loss=float(loss), solver=solver,
+                    optimal=optimal, **fields)

@@ -67,6 +67,33 @@ def _cycle_path(adjacency: dict[int, list[int]], start: int, goal: int) -> list[
     return path[::-1]
 
 
+def forest_adjacency(n: int, pairs: Sequence[tuple[int, int]], names: Sequence[str]) -> dict[int, list[int]]:
+    """Adjacency lists of the pairwise graph; ProblemError naming a cycle's variables if it is not a forest.
+
+    Union-find in the order of ``pairs`` (factor order), so the reported cycle is the first one the factors close.
+    """
+    uf = list(range(n))
+
+    def find(x: int) -> int:
+        while uf[x] != x:
+            uf[x] = uf[uf[x]]
+            x = uf[x]
+        return x
+
+    adjacency: dict[int, list[int]] = {v: [] for v in range(n)}
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            path = _cycle_path(adjacency, a, b)
+            cycle = " - ".join(f"'{names[v]}'" for v in path + [a])
+            raise ProblemError(f"the latency factor graph is not a tree: the factors close the cycle {cycle}; "
+                               f"the tree solvers need pairwise factors that form a forest (brute force does not)")
+        uf[ra] = rb
+        adjacency[a].append(b)
+        adjacency[b].append(a)
+    return adjacency
+
+
 def compile_tree(problem: SearchProblem) -> Tree:
     """Merge factors and root the factor graph; ProblemError naming a cycle's variables if it is not a forest.
 
@@ -89,26 +116,7 @@ def compile_tree(problem: SearchProblem) -> Tree:
             key = (min(a, b), max(a, b))
             pair_tables[key] = pair_tables[key] + table if key in pair_tables else np.array(table, dtype=float)
 
-    # Cycle check with union-find, in factor order, so the reported cycle is the first one the factors close.
-    uf = list(range(n))
-
-    def find(x: int) -> int:
-        while uf[x] != x:
-            uf[x] = uf[uf[x]]
-            x = uf[x]
-        return x
-
-    adjacency: dict[int, list[int]] = {v: [] for v in range(n)}
-    for a, b in pair_tables:
-        ra, rb = find(a), find(b)
-        if ra == rb:
-            path = _cycle_path(adjacency, a, b)
-            names = " - ".join(f"'{problem.names[v]}'" for v in path + [a])
-            raise ProblemError(f"the latency factor graph is not a tree: the factors close the cycle {names}; "
-                               f"the tree solvers need pairwise factors that form a forest (brute force does not)")
-        uf[ra] = rb
-        adjacency[a].append(b)
-        adjacency[b].append(a)
+    adjacency = forest_adjacency(n, list(pair_tables), problem.names)
 
     root = n
     parent = [-1] * (n + 1)
