@@ -91,32 +91,122 @@ def table_(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     return out
 
 
+def _name_list(text: str | None) -> list[str] | None:
+    """``a,b,c`` -> ["a", "b", "c"] (None stays None)."""
+    if text is None:
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _float_list(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise fail(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
 @app.command()
 @handle_errors
 def train(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.safetensors).")],
-    dataset: Annotated[str, typer.Option(help="Dataset name (embedded: digits).")] = "digits",
+    dataset: Annotated[str, typer.Option(help="digits (embedded), cifar100 or imagefolder (need --data-dir).")]
+    = "digits",
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Dataset directory (cifar100: the folder "
+                                                  "with cifar-100-python/; imagefolder: DIR/<class>/<image>). "
+                                                  "Nothing is downloaded.")] = None,
+    strategy: Annotated[str, typer.Option(help="Sampling strategy: uniform (sandwich rule), aows (one "
+                                          "--platform), platforms (market-weighted joint Gibbs sampling), "
+                                          "platforms-marginal.")] = "uniform",
+    platform: Annotated[str | None, typer.Option("--platform", help="aows: the platform to train for.")] = None,
+    platforms: Annotated[str | None, typer.Option("--platforms", help="Comma-separated platforms (default: "
+                                                  "all with a market share).")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="JSON {platform: weight} (or `slimzoo "
+                                                 "market crp --json` output); default: market shares.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 30,
-    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    steps: Annotated[int | None, typer.Option(min=1, help="Train exactly this many steps instead of --epochs "
+                                              "epochs.")] = None,
+    batch_size: Annotated[int, typer.Option(min=2, help="Global batch (split across torchrun processes).")] = 64,
     lr: Annotated[float, typer.Option(min=0.0)] = 0.05,
-    n_random: Annotated[int, typer.Option(help="Random configs per step besides largest and smallest.", min=0)] = 2,
+    n_random: Annotated[int, typer.Option(help="Sampled configs per step besides largest and smallest (adaptive "
+                                          "strategies sample one more instead of the smallest).", min=0)] = 2,
     seed: int = 0,
+    width_mult: Annotated[float, typer.Option(min=0.05, help="Width of the supernet's largest config.")] = 1.0,
+    multipliers: Annotated[str | None, typer.Option(help="Comma-separated width multipliers each variable may "
+                                                    "take (default: 8 steps from 0.25 to 1).")] = None,
+    input_size: Annotated[int, typer.Option(min=8, help="Input resolution.")] = 32,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from <out>.train-state (written at "
+                                         "every epoch's end).")] = False,
+    init: Annotated[Path | None, typer.Option("--init", help="Start from this checkpoint's weights and loss proxy "
+                                              "(same architecture).")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help="Write a JSON-lines training log here.")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda.")] = "auto",
+    registry: RegistryOpt = None,
     weights_dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float16.")] = "float32",
+    as_json: JsonOpt = False,
 ) -> None:
-    """Train a slimmable supernet (sandwich rule + in-place distillation) and record its loss proxy."""
+    """Train a slimmable supernet (largest config + sampled configs by in-place distillation), recording its
+    loss proxy and each platform's searched config. Data-parallel under torchrun."""
     from slimzoo import api
+    from slimzoo.zoo.distributed import is_main_process
+    from slimzoo.zoo.strategies import check_strategy
     from slimzoo.zoo.train import TrainSettings
 
     if weights_dtype not in ("float32", "float16"):
         raise typer.BadParameter("must be float32 or float16", param_hint="--weights-dtype")
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, n_random=n_random, seed=seed)
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    check_strategy(strategy)
+    spec_params: dict[str, Any] = {"width_mult": width_mult}
+    mults = _float_list(multipliers, "--multipliers")
+    if mults is not None:
+        if not mults or any(not 0 < m <= 1 for m in mults):
+            raise fail(f"--multipliers: expected numbers in (0, 1], got {multipliers!r}")
+        spec_params["multipliers"] = tuple(sorted(set(mults)))
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, n_random=n_random, seed=seed,
+                             strategy=strategy, steps=steps)
     command = shlex.join(["slimzoo", "train", *sys.argv[2:]]) if len(sys.argv) > 1 else None
-    with progress_bar("training") as progress:
+    main_rank = is_main_process()
+    with (_lazy_bar(f"training ({strategy})") if main_rank and not as_json else _no_bar()) as progress:
         summary = api.train(out, dataset, settings=settings, weights_dtype=weights_dtype, progress=progress,
-                            command=command)
+                            command=command, data_dir=data_dir, spec_params=spec_params, input_size=input_size,
+                            registry_dir=registry, platform=platform, platforms=_name_list(platforms),
+                            weights_file=weights, resume=resume, log_path=log, device=device, init=init)
+    if not main_rank:
+        return None
+    if as_json:
+        return print_json(summary)
     acc = summary["val_accuracy"]
     console.print(f"wrote {out}: val accuracy largest {acc['largest']:.2%}, smallest {acc['smallest']:.2%} "
-                  f"({summary['seconds']} s)")
+                  f"({summary['steps']} steps, {summary['seconds']} s, {summary['images_per_second']:.0f} img/s)")
+    rows = [[name, f"{c['market_weight']:.1%}", f"{c['budget_ms']:g}", f"{c['predicted_latency_ms']:.4f}",
+             f"{c['loss_proxy']:.4f}", f"{c['macs'] / 1e6:.2f}"] for name, c in summary["platform_configs"].items()]
+    if rows:
+        console.print(table_("Searched configs on the final loss proxy (widths: --json, or the checkpoint)",
+                             ["platform", "weight", "budget ms", "predicted ms", "loss proxy", "MMACs"], rows))
+    return None
+
+
+@contextmanager
+def _no_bar() -> Iterator[Callable[[int, int, str], None]]:
+    yield lambda done, total, status="": None
+
+
+@contextmanager
+def _lazy_bar(description: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A :func:`progress_bar` that appears on the first update, so input errors are not preceded by a bar."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        bar: list[Callable[[int, int, str], None]] = []
+
+        def update(done: int, total: int, status: str = "") -> None:
+            if not bar:
+                bar.append(stack.enter_context(progress_bar(description)))
+            bar[0](done, total, status)
+
+        yield update
 
 
 @app.command("list-platforms")
@@ -142,19 +232,74 @@ def _config_rows(config: dict[str, int]) -> str:
 @app.command()
 @handle_errors
 def search(
-    platform: Annotated[str, typer.Option("--platform", help="Platform name (see list-platforms).")],
-    budget: Annotated[float | None, typer.Option(help="Latency budget in ms (default: the platform's).")] = None,
+    platform: Annotated[str | None, typer.Option("--platform", help="Platform name (see list-platforms).")] = None,
+    problem: Annotated[Path | None, typer.Option("--problem", help="Solve a problem file "
+                                                 "(docs/search-problem.md) instead of a platform.")] = None,
+    all_platforms: Annotated[bool, typer.Option("--all-platforms", help="Search every platform at once, with "
+                                                "the market-weighted objective.")] = False,
+    budget: Annotated[float | None, typer.Option(help="Latency budget in ms (default: the platform's, or the "
+                                                 "problem file's).")] = None,
     solver: Annotated[str, typer.Option(help="exact (default) or lagrangian (AOWS).")] = "exact",
+    dump_problem: Annotated[Path | None, typer.Option("--dump-problem", help="With --platform: write the search "
+                                                      "problem to this JSON file instead of solving it.")] = None,
+    pareto: Annotated[Path | None, typer.Option("--pareto", help="Also write each platform's Pareto front "
+                                                "(latency vs loss proxy) as DIR/<platform>.png.")] = None,
     checkpoint: CheckpointOpt = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the width config with the lowest loss proxy under a platform's latency budget."""
+    """Find the width config with the lowest loss proxy under a latency budget: one platform, every platform,
+    or a problem file."""
     from slimzoo import api
 
-    result = api.search_platform(platform, budget, checkpoint, registry, solver)
+    modes = [flag for flag, on in (("--platform", platform is not None), ("--problem", problem is not None),
+                                   ("--all-platforms", all_platforms)) if on]
+    if len(modes) != 1:
+        given = f"got {' and '.join(modes)}" if modes else "got none"
+        raise fail(f"give exactly one of --platform, --problem, --all-platforms ({given})")
+    if dump_problem is not None and platform is None:
+        raise fail("--dump-problem needs --platform (it writes the problem built for one platform)")
+    if dump_problem is not None and pareto is not None:
+        raise fail("--dump-problem writes the problem without solving it; it cannot be combined with --pareto")
+    if problem is not None and (pareto is not None or checkpoint is not None or registry is not None):
+        extra = "--pareto" if pareto is not None else "--checkpoint" if checkpoint is not None else "--registry"
+        raise fail(f"--problem solves the file as it is; {extra} does not apply to it")
+    if problem is not None:
+        found = api.solve_problem_file(problem, budget, solver)
+        if as_json:
+            return print_json(found.to_json())
+        s, unit = found.solution, found.problem.unit
+        bound = "" if s.lower_bound is None else f", lower bound {s.lower_bound:.6g}"
+        console.print(table_(f"{problem}: budget {s.budget:g} {unit}, {found.problem.n_vars} variables",
+                             ["solver", f"predicted {unit}", "loss proxy", "values"],
+                             [[f"{s.solver} ({'optimal' if s.optimal else 'not proven optimal'}{bound})",
+                               f"{s.latency:.6g}", f"{s.loss:.6g}", _config_rows(s.values)]]))
+        return None
+    if dump_problem is not None:
+        summary = api.dump_problem(platform, dump_problem, budget, checkpoint, registry)  # type: ignore[arg-type]
+        if as_json:
+            return print_json(summary)
+        console.print(f"wrote {summary['problem_file']}: {summary['platform']} ({summary['latency_table_source']} "
+                      f"table), {summary['variables']} variables, {summary['factors']} latency factors, budget "
+                      f"{summary['budget_ms']:g} ms")
+        return None
+    if all_platforms:
+        everything = api.search_all_platforms(budget, checkpoint, registry, solver)
+        plots = api.write_pareto_plots(everything, pareto) if pareto is not None else []
+        if as_json:
+            data = everything.to_json()
+            if pareto is not None:
+                data["pareto_plots"] = [str(p) for p in plots]
+            return print_json(data)
+        _print_all_platforms(everything, plots)
+        return None
+    result = api.search_platform(platform, budget, checkpoint, registry, solver)  # type: ignore[arg-type]
+    plots = api.write_pareto_plots(result, pareto) if pareto is not None else []
     if as_json:
-        return print_json(result.to_json())
+        data = result.to_json()
+        if pareto is not None:
+            data["pareto_plots"] = [str(p) for p in plots]
+        return print_json(data)
     s, base = result.solution, result.baseline
     rows = [["searched (" + s.solver + ")", f"{s.latency:.4f}", f"{s.loss:.4f}", _config_rows(result.config)]]
     if base is not None:
@@ -162,6 +307,32 @@ def search(
                      f"{base['loss_proxy']:.4f}", "all variables at the same multiplier"])
     console.print(table_(f"{result.platform}: budget {result.budget_ms:g} ms, latency table "
                         f"{result.table_source}", ["config", "predicted ms", "loss proxy", "widths"], rows))
+    for path in plots:
+        console.print(f"wrote {path}")
+    return None
+
+
+def _print_all_platforms(found: Any, plots: list[Path]) -> None:
+    rows = []
+    for r in found.results:
+        base = r.baseline
+        rows.append([r.platform, f"{found.weights[r.platform]:.1%}", f"{r.budget_ms:g}",
+                     f"{r.solution.latency:.4f} ({r.table_source})", f"{r.solution.loss:.4f}",
+                     "-" if base is None else f"x{base['multiplier']:g}: {base['loss_proxy']:.4f}",
+                     _config_rows(r.config)])
+    console.print(table_(f"All platforms ({found.solver} solver: {found.solve_ms:.1f} ms for all platforms; "
+                         f"{found.time_ms:.0f} ms with loading)",
+                         ["platform", "weight", "budget ms", "predicted ms (table)", "loss proxy",
+                          "uniform baseline", "widths"], rows))
+    base = found.weighted_baseline
+    line = f"market-weighted loss proxy: {found.weighted_loss:.4f}"
+    if base is not None:
+        line += f" (uniform widths: {base:.4f}, improvement {base - found.weighted_loss:.4f})"
+    else:
+        line += " (uniform baseline: none meets the budget on some platform)"
+    console.print(line)
+    for path in plots:
+        console.print(f"wrote {path}")
 
 
 @app.command()
@@ -171,55 +342,449 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="onnx, coreml or tflite.")] = "onnx",
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("zoo"),
     budget: Annotated[float | None, typer.Option(help="Latency budget in ms (default: the platform's).")] = None,
-    precision: Annotated[str, typer.Option(help="Weight precision (format-dependent).")] = "fp32",
-    layout: Annotated[str, typer.Option(help="Input layout (format-dependent).")] = "nchw",
+    precision: Annotated[str | None, typer.Option(
+        help="fp32 or fp16 where the format offers it (default: the format's own: coreml fp16, others fp32).")] = None,
+    layout: Annotated[str | None, typer.Option(
+        help="Input layout, nchw or nhwc where the format offers it (default: tflite nhwc, others nchw).")] = None,
+    input_type: Annotated[str | None, typer.Option(
+        "--input-type", help="coreml only: tensor (default) or image (8-bit pixels, mean/std built in).")] = None,
     checkpoint: CheckpointOpt = None,
     registry: RegistryOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the converters' own logging.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search, slice and export one platform's model, validated against PyTorch, with a JSON sidecar."""
     from slimzoo import api
 
     with err_console.status(f"exporting {platform} as {fmt}"):
-        result = api.export_platform(platform, fmt, out, budget, checkpoint, registry, precision, layout)
+        result = api.export_platform(platform, fmt, out, budget, checkpoint, registry, precision, layout,
+                                     input_type=input_type, verbose=verbose)
     if as_json:
         return print_json(result.sidecar)
     side, val = result.sidecar, result.sidecar["validation"]
-    console.print(table_(f"{result.model_path}", ["field", "value"], [
-        ["platform", side["platform"]], ["format", side["format"]],
+    rows = [
+        ["platform", side["platform"]],
+        ["format", f"{side['format']} ({side['precision']}, {side['input_type']} input, {side['layout']})"
+                   + (f", target {side['minimum_deployment_target']}" if "minimum_deployment_target" in side else "")],
         ["predicted latency", f"{side['predicted_latency_ms']:.4f} ms ({side['latency_table_source']}); "
                               f"budget {side['budget_ms']:g} ms"],
         ["parameters", f"{side['parameters']:,}"], ["MACs", f"{side['macs']:,}"],
-        ["max |diff| vs PyTorch", f"{val['max_abs_diff']:.2e} (atol {val['atol']:g})"],
-        ["top-1 agreement", f"{val['top1_agreement']:.2%} of {val['n_val']} validation images"],
-        ["validation accuracy", f"{val['accuracy_exported']:.2%}"],
-        ["size", f"{side['size_bytes']:,} bytes"], ["sidecar", str(result.sidecar_path)],
-    ]))
+    ]
+    if val["numerics_run"]:
+        atol = f"atol {val['atol']:g}" if val["atol"] is not None else "not enforced"
+        psnr = f", logits PSNR {val['psnr_db']:.1f} dB" if val.get("psnr_db") is not None else ""
+        rows += [["max |diff| vs PyTorch", f"{val['max_abs_diff']:.2e} ({atol}){psnr}"]]
+        if val["top1_agreement"] is not None:
+            rows += [["top-1 agreement", f"{val['top1_agreement']:.2%} of {val['n_val']} validation images "
+                                         f"(need {val['min_top1_agreement']:.0%})"],
+                     ["validation accuracy", f"{val['accuracy_exported']:.2%}"]]
+    else:
+        rows += [["numerics", val["note"] or "not run"]]
+    rows += [["checks", "; ".join(val["checks"])],
+             ["size", f"{side['size_bytes']:,} bytes"], ["sidecar", str(result.sidecar_path)]]
+    console.print(table_(f"{result.model_path}", ["field", "value"], rows))
 
 
 @app.command()
 @handle_errors
 def profile(
     platform: Annotated[str, typer.Option("--platform", help="A platform this machine is (host-cpu).")],
-    threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
+    runtime: Annotated[str, typer.Option(help="onnxruntime, or litert (needs ai-edge-litert).")] = "onnxruntime",
+    threads: Annotated[int, typer.Option(min=1, help="Intra-op threads of the runtime.")] = 1,
+    samples: Annotated[int | None, typer.Option(min=2, help="Random whole-network configs (default 150).")] = None,
+    holdout: Annotated[int | None, typer.Option(min=1, help="How many of them the fit never sees "
+                                                "(default a third).")] = None,
     repeats: Annotated[int | None, typer.Option(min=5, help="Timed runs per layer variant.")] = None,
+    spin: Annotated[bool, typer.Option("--spin/--no-spin", help="onnxruntime: idle pool threads spin (default, "
+                                       "as deployed) or sleep (steadier on an oversubscribed machine).")] = True,
+    seed: int = 0,
     checkpoint: CheckpointOpt = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure a per-layer latency table on this machine with ONNX Runtime and install it as `measured`."""
+    """Measure every layer variant and whole networks on this machine, fit the latency table to them and
+    install it as `measured`, with its held-out accuracy."""
     from slimzoo import api
 
-    with progress_bar(f"profiling {platform}") as progress:
-        table, path = api.profile(platform, checkpoint, registry, threads, repeats, progress)
+    if runtime not in ("onnxruntime", "litert"):
+        raise typer.BadParameter("must be onnxruntime or litert", param_hint="--runtime")
+    with progress_bar(f"profiling {platform} ({runtime}, {threads} thread(s))") as progress:
+        table, path = api.profile(platform, checkpoint, registry, threads, repeats, progress, runtime=runtime,
+                                  samples=samples, holdout=holdout, seed=seed, spinning=spin)
     prov = table.provenance
+    fit = prov.get("fit", {})
     summary = {"platform": table.platform, "path": str(path), "source": table.source, "arch_key": table.arch_key,
                **{k: prov.get(k) for k in ("cpu_model", "cores", "threads", "runtime", "runtime_version", "date",
-                                          "repetitions", "cells", "wall_s", "network_check")}}
+                                          "statistic", "repetitions", "cells", "networks", "wall_s")},
+               "heldout": fit.get("heldout"), "noise": prov.get("noise")}
     if as_json:
         return print_json(summary)
-    rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in summary.items()]
+    rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in summary.items()
+            if k not in ("heldout", "noise")]
     console.print(table_("Measured latency table", ["field", "value"], rows))
+    _print_accuracy({"per-layer sum": fit["heldout"]["per_layer_sum"], "fitted table": fit["heldout"]["fitted"]},
+                    f"Held-out whole networks ({fit['heldout']['fitted']['n']} configs the fit never saw)",
+                    prov.get("noise"))
+    return None
+
+
+def _print_accuracy(metrics: dict[str, dict[str, Any]], title: str, noise: dict[str, Any] | None) -> None:
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{v:.0%}"
+
+    rows = [[name, pct(m["acc5"]), pct(m["acc10"]),
+             "-" if m["mape_pct"] is None else f"{m['mape_pct']:.2f}%",
+             "-" if m["spearman"] is None else f"{m['spearman']:.3f}",
+             "-" if m["bias_pct"] is None else f"{m['bias_pct']:+.1f}%"] for name, m in metrics.items()]
+    console.print(table_(title, ["predictor", "acc5", "acc10", "MAPE", "Spearman", "bias"], rows))
+    if noise:
+        console.print(f"noise: {noise['configs']} configs measured {noise['measurements'] // noise['configs']} times "
+                      f"each: {noise['cv_pct']:.2f}% relative std (a perfect predictor would show "
+                      f"MAPE {noise['mape_floor_pct']:.2f}%)")
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    checkpoint: CheckpointOpt = None,
+    platforms: Annotated[str | None, typer.Option("--platforms", help="Comma-separated platforms (default: all "
+                                                  "with a positive weight).")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="JSON {platform: weight}; default: market "
+                                                 "shares.")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Dataset directory (default: the one the "
+                                                  "checkpoint was trained from).")] = None,
+    solver: Annotated[str, typer.Option(help="exact (default) or lagrangian.")] = "exact",
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per platform: search the config, slice, recalibrate BN, score on the validation split; and the
+    market-weighted accuracy sum_p w_p Acc(c_p)."""
+    from slimzoo import api
+
+    if as_json:
+        result = api.evaluate(checkpoint, _name_list(platforms), weights, registry_dir=registry, solver=solver,
+                              data_dir=data_dir)
+        return print_json(result.to_json())
+    with _lazy_bar("evaluating") as progress:
+        result = api.evaluate(checkpoint, _name_list(platforms), weights, registry_dir=registry, solver=solver,
+                              data_dir=data_dir, progress=progress)
+    rows = [[r.platform, f"{r.weight:.1%}", f"{r.budget_ms:g}", f"{r.predicted_latency_ms:.4f}", r.table_source,
+             f"{r.macs / 1e6:.2f}", f"{r.accuracy:.2%}"] for r in result.results]
+    title = (f"{result.checkpoint} ({result.strategy or 'unknown'} strategy), {result.dataset} validation "
+             f"({result.val_size} images); widths: --json")
+    console.print(table_(title, ["platform", "weight", "budget ms", "predicted ms", "table", "MMACs", "accuracy"],
+                         rows))
+    console.print(f"weighted accuracy sum_p w_p Acc(c_p): {result.weighted_accuracy:.2%} "
+                  f"(largest config: {result.reference['largest']:.2%})")
+    return None
+
+
+market_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                         help="Market regimes: platform weights for training and evaluation.")
+app.add_typer(market_app, name="market")
+
+
+@market_app.command("crp")
+@handle_errors
+def market_crp(
+    platforms: Annotated[str, typer.Option("--platforms", help="N (the N platforms with the largest market "
+                                           "shares) or comma-separated names.")],
+    alpha: Annotated[float, typer.Option("--alpha", help="CRP concentration: small = one dominant platform, "
+                                         "large = fragmented market.")],
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    customers: Annotated[int, typer.Option("--customers", min=1, help="Customers seated (weights are table "
+                                           "sizes over this).")] = 100,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Draw platform weights from a Chinese restaurant process (save the --json output as a --weights file)."""
+    from slimzoo import api
+
+    which: int | list[str] = int(platforms) if platforms.strip().isdigit() else (_name_list(platforms) or [])
+    market = api.market_crp(which, alpha, seed, customers, registry)
+    if as_json:
+        return print_json(market.to_json())
+    rows = [[name, f"{w:.1%}", sum(1 for p in market.table_platforms if p == name)]
+            for name, w in sorted(market.weights.items(), key=lambda kv: (-kv[1], kv[0]))]
+    console.print(table_(f"CRP market: alpha {market.alpha:g}, seed {market.seed}, {market.customers} customers, "
+                         f"{len(market.tables)} tables", ["platform", "weight", "tables"], rows))
+    return None
+
+
+@app.command("latency-report")
+@handle_errors
+def latency_report(
+    platform: Annotated[str, typer.Option("--platform", help="A platform with a measured table.")],
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write the predicted-vs-measured scatter "
+                                              "(PNG).")] = None,
+    checkpoint: CheckpointOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """How well latency is predicted on held-out configs: per-layer sum, fitted table, roofline estimate."""
+    from slimzoo import api
+
+    report = api.latency_report(platform, checkpoint, registry, plot)
+    if as_json:
+        return print_json(report.to_json())
+    data = report.to_json()
+    where = data["measurement"]
+    console.print(f"{report.platform}: {report.table_path}\nmeasured on "
+                  f"{where.get('device') or where.get('cpu_model')}, {where.get('runtime')} "
+                  f"{where.get('runtime_version') or ''}" + (f", {where['threads']} thread(s)" if where.get('threads')
+                                                               else "") + f", {where.get('date')}", highlight=False)
+    _print_accuracy({f"{name} ({'estimated' if name == 'roofline estimate' else 'measured'})": report.metrics[name]
+                     for name in report.metrics},
+                    f"Prediction accuracy on {len(report.measured)} held-out configs", report.noise)
+    if report.plot:
+        console.print(f"wrote {report.plot}")
+    return None
+
+
+@app.command("profile-kit")
+@handle_errors
+def profile_kit(
+    platform: Annotated[str, typer.Option("--platform", help="The device the kit is for (see list-platforms).")],
+    out: Annotated[Path, typer.Option("--out", help="Kit folder to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="tflite (Android, benchmark_model) or onnx.")] = "tflite",
+    samples: Annotated[int | None, typer.Option(min=2, help="Random whole-network probes (default 110).")] = None,
+    holdout: Annotated[int | None, typer.Option(min=1, help="How many of them the fit never sees "
+                                                "(default a third).")] = None,
+    seed: int = 0,
+    checkpoint: CheckpointOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write probe models, a manifest and a README for timing a device with its vendor's own tools."""
+    from slimzoo import api
+
+    with progress_bar(f"writing {fmt} kit for {platform}") as progress:
+        summary = api.profile_kit(platform, fmt, out, checkpoint, registry, samples, holdout, seed, progress)
+    if as_json:
+        return print_json(summary)
+    counts = summary["counts"]
+    console.print(f"wrote {summary['kit']}: {summary['probes']} probes ({counts['layer']} layer variants, "
+                  f"{counts['fit']} fit + {counts['heldout']} held-out networks, {counts['repeat']} repeats), "
+                  f"{summary['size_bytes'] / 1e6:.0f} MB; next: {summary['readme']}", highlight=False)
+    return None
+
+
+@app.command("import-latency")
+@handle_errors
+def import_latency(
+    results: Annotated[Path, typer.Argument(help="Timings: CSV with probe,us (or probe,ms) rows.")],
+    platform: Annotated[str, typer.Option("--platform", help="The platform the timings are from.")],
+    kit: Annotated[Path | None, typer.Option("--kit", help="The kit folder (default: the results file's).")] = None,
+    checkpoint: CheckpointOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit a latency table to a kit's device timings and install it as `measured` (all or nothing)."""
+    from slimzoo import api
+
+    table, path = api.import_latency(platform, results, kit, checkpoint, registry)
+    held = table.provenance["fit"]["heldout"]
+    if as_json:
+        return print_json({"platform": table.platform, "path": str(path), "source": table.source,
+                           "arch_key": table.arch_key, "heldout": held, "noise": table.provenance.get("noise")})
+    console.print(f"installed {path} ({table.source})", highlight=False)
+    _print_accuracy({"per-layer sum": held["per_layer_sum"], "fitted table": held["fitted"]},
+                    f"Held-out whole networks ({held['fitted']['n']} configs the fit never saw)",
+                    table.provenance.get("noise"))
+    return None
+
+
+@app.command("time-kit")
+@handle_errors
+def time_kit(
+    kit: Annotated[Path, typer.Argument(help="A kit folder written by profile-kit.")],
+    out: Annotated[Path, typer.Option("--out", help="Results CSV to write.")],
+    threads: Annotated[int, typer.Option(min=1)] = 1,
+    rounds: Annotated[int, typer.Option(min=1)] = 3,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per probe and round.")] = 100,
+) -> None:
+    """Time a kit's probes on this machine (ONNX Runtime / LiteRT): for boards where slimzoo runs."""
+    from slimzoo import api
+
+    with progress_bar(f"timing {kit}") as progress:
+        summary = api.time_kit(kit, out, threads, rounds, runs, progress)
+    console.print(f"wrote {summary['results']}: {summary['probes']} probes x {summary['rounds']} rounds "
+                  f"({summary['statistic']} of {runs} runs each)", highlight=False)
+
+
+# -- the zoo: build-zoo, check (the CI gate), zoo list/show, report -------------------------------------------
+def _print_check(report: Any) -> None:
+    marks = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}
+    out = Table(title=f"slimzoo check {report.zoo}", title_justify="left")
+    for column in ("model", "gate", "verdict", "detail"):
+        out.add_column(column, overflow="fold")
+    for c in report.cases:
+        detail = c.message + (f" [yellow](warning: {c.warning})[/]" if c.warning else "")
+        out.add_row(c.model, c.gate, marks.get(c.status, c.status), detail)
+    console.print(out)
+    counts = report.to_json()["counts"]
+    verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+    console.print(f"{verdict}: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+
+
+@app.command("build-zoo")
+@handle_errors
+def build_zoo(
+    out: Annotated[Path, typer.Option("--out", help="Zoo directory (manifest.json is written there).")] = Path("zoo"),
+    platforms: Annotated[str, typer.Option(help="all, or comma-separated platform names.")] = "all",
+    formats: Annotated[str | None, typer.Option(help="Comma-separated formats (default: every built format: "
+                                                "onnx,coreml,tflite).")] = None,
+    budgets: Annotated[str | None, typer.Option(help="Per-platform budget overrides: name=ms,name=ms.")] = None,
+    no_measure: Annotated[bool, typer.Option("--no-measure", help="Do not time the models whose runtime runs "
+                                             "here (the timings go to build-log.json, never to the manifest).")]
+    = False,
+    checkpoint: CheckpointOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search, slice and export every platform x format into one zoo with a manifest (exit 1 if a pair failed)."""
+    from slimzoo import api
+
+    budget_map: dict[str, float] = {}
+    for part in _name_list(budgets) or []:
+        name, _, value = part.partition("=")
+        try:
+            budget_map[name.strip()] = float(value)
+        except ValueError:
+            raise fail(f"--budgets: expected name=ms pairs, got {part!r}") from None
+    names = None if platforms.strip() == "all" else _name_list(platforms)
+    with progress_bar(f"building {out}") as progress:
+        summary = api.build_zoo(out, names, _name_list(formats), checkpoint, registry, budget_map,
+                                not no_measure, progress)
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(f"wrote {summary['manifest']}: {summary['models']} models ({summary['built']} built, "
+                      f"{summary['reused']} unchanged, {summary['failed']} failed) in {summary['seconds']:.1f} s",
+                      highlight=False)
+        for line in summary["failures"]:
+            err_console.print(f"[bold red]failed:[/] {line}", highlight=False, soft_wrap=True)
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def check(
+    zoo: Annotated[Path, typer.Argument(help="Zoo directory written by build-zoo.")],
+    measure: Annotated[bool, typer.Option("--measure", help="Also time the models whose runtime runs here.")]
+    = False,
+    tolerance: Annotated[float, typer.Option(help="Measured latency may exceed the budget by this fraction.")]
+    = 0.10,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML (one test case per model and "
+                                               "gate).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The CI gate: checksums, predicted (and --measure: measured) latency within budget. Exit 0 pass, 1 a model
+    fails a gate, 2 the zoo or manifest is unreadable."""
+    from slimzoo import api
+    from slimzoo.exporters.manifest import CheckReport, ManifestError, junit_xml
+
+    try:
+        report = api.check_zoo(zoo, measure, tolerance)
+    except ManifestError as exc:
+        if junit is not None:
+            junit_xml(CheckReport(str(zoo)), junit, error=str(exc))
+        if as_json:
+            print_json({"zoo": str(zoo), "passed": False, "exit_code": exc.exit_code, "error": str(exc)})
+        raise
+    if junit is not None:
+        junit_xml(report, junit)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        _print_check(report)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+zoo_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                      help="Look inside a zoo built by build-zoo.")
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("list")
+@handle_errors
+def zoo_list(zoo: Annotated[Path, typer.Argument(help="Zoo directory.")], as_json: JsonOpt = False) -> None:
+    """Every model of the zoo: platform, format, status, latency, budget, accuracy, size."""
+    from slimzoo.exporters.manifest import read_manifest
+
+    manifest = read_manifest(zoo)
+    if as_json:
+        return print_json(manifest["models"])
+    rows = []
+    for m in manifest["models"]:
+        if m["status"] == "ok":
+            rows.append([m["platform"], m["format"], "ok", f"{m['predicted_latency_ms']:.4f}", f"{m['budget_ms']:g}",
+                         m["latency_table"]["source"],
+                         "-" if m.get("accuracy") is None else f"{m['accuracy']:.2%}", f"{m['size_bytes']:,}",
+                         m["path"]])
+        else:
+            rows.append([m["platform"], m["format"], f"FAILED: {m.get('reason', '')}", "", "", "", "", "", ""])
+    ck = manifest.get("checkpoint", {})
+    console.print(table_(f"{zoo} (checkpoint {ck.get('file', '?')} {str(ck.get('sha256', ''))[:12]})",
+                         ["platform", "format", "status", "predicted ms", "budget ms", "table", "accuracy",
+                          "bytes", "path"], rows))
+    return None
+
+
+@zoo_app.command("show")
+@handle_errors
+def zoo_show(zoo: Annotated[Path, typer.Argument(help="Zoo directory.")],
+             platform: Annotated[str, typer.Argument(help="Platform name.")], as_json: JsonOpt = False) -> None:
+    """One platform's search result and its models in every format."""
+    from slimzoo.errors import RegistryError, suggest
+    from slimzoo.exporters.manifest import read_manifest
+
+    manifest = read_manifest(zoo)
+    models = [m for m in manifest["models"] if m["platform"] == platform]
+    info = manifest["platforms"].get(platform)
+    if not models and info is None:
+        known = sorted({m["platform"] for m in manifest["models"]})
+        raise RegistryError(f"{zoo}: no platform '{platform}' in the zoo{suggest(platform, known)}; "
+                            f"it has: {', '.join(known)}")
+    if as_json:
+        return print_json({"platform": platform, "search": {k: v for k, v in (info or {}).items() if k != "front"},
+                           "models": models})
+    if info is not None:
+        chosen = info["chosen"]
+        rows = [["runtime", info["runtime"]], ["budget", f"{info['budget_ms']:g} ms"],
+                ["latency table", info["latency_table"]["source"]],
+                ["predicted latency", f"{chosen['predicted_latency_ms']:.4f} ms"],
+                ["loss proxy", f"{chosen['loss_proxy']:.4f}"], ["MACs", f"{chosen['macs']:,}"],
+                ["width config", _config_rows(chosen["config"])]]
+        console.print(table_(f"{platform}: search", ["field", "value"], rows))
+    rows = []
+    for m in models:
+        if m["status"] == "ok":
+            val = m["validation"]
+            rows.append([m["format"], "ok", m["path"], f"{m['size_bytes']:,}", m.get("precision", ""),
+                         "-" if m.get("accuracy") is None else f"{m['accuracy']:.2%}",
+                         "-" if val.get("max_abs_diff") is None else f"{val['max_abs_diff']:.2e}",
+                         f"{m['parameters']:,}", m["sha256"][:16]])
+        else:
+            rows.append([m["format"], f"FAILED: {m.get('reason', '')}", "", "", "", "", "", "", ""])
+    console.print(table_(f"{platform}: models", ["format", "status", "path", "bytes", "precision", "accuracy",
+                                                 "max |diff|", "parameters", "sha256"], rows))
+    return None
+
+
+@app.command()
+@handle_errors
+def report(
+    zoo: Annotated[Path, typer.Argument(help="Zoo directory.")],
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+) -> None:
+    """One self-contained HTML page about the zoo: per platform the front, budget, chosen model and formats."""
+    from slimzoo import api
+
+    path = api.zoo_report(zoo, out)
+    console.print(f"wrote {path}", highlight=False)
 
 
 def main() -> None:

@@ -3,12 +3,18 @@
 Every file slimzoo writes (checkpoints, tables, problems, models, sidecars, manifests) goes through
 :func:`atomic_path`: the writer fills a temporary file in the destination directory, and only a writer that
 finished gets renamed into place (``os.replace`` is atomic on one filesystem). A failure removes the temp file.
+
+Some outputs are directories (a Core ML ``.mlpackage``) or are written by tools that insist on the final file
+name's suffix: :func:`atomic_tree` gives the writer ``<hidden temp dir>/<final name>`` instead, and moves
+whatever was made there (file or directory) into place only once the writer finished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,8 +37,60 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _remove(tmp)
+
+
+@contextmanager
+def atomic_tree(path: Path | str) -> Iterator[Path]:
+    """Yield ``<temp dir>/<path.name>`` where the temp dir is a fresh hidden directory next to ``path``.
+
+    The writer creates a file or a whole directory tree at the yielded path (under the final name, so tools
+    that check the suffix accept it). On normal exit it replaces ``path`` (a file by ``os.replace``, atomically;
+    an existing directory is first moved into the temp dir, so for a directory there is a moment with nothing at
+    ``path`` but never a half-written tree). On any failure, or if the writer made nothing, the temp dir and
+    everything in it are removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        tmp = workdir / path.name
+        yield tmp
+        if not tmp.exists() or tmp.is_symlink():
+            raise FileNotFoundError(f"{path}: the writer produced nothing")
+        _apply_umask(tmp)
+        if path.exists() and (path.is_dir() or tmp.is_dir()) and not path.is_symlink():
+            old = workdir / ".replaced"
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _apply_umask(path: Path) -> None:
+    """Give ``path`` (and, for a directory, everything under it) the permissions a plain ``open`` would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            os.chmod(root, 0o777 & ~umask)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o666 & ~umask)
+    else:
+        os.chmod(path, 0o666 & ~umask)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def write_json(path: Path | str, data: Any) -> Path:
@@ -40,3 +98,29 @@ def write_json(path: Path | str, data: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return Path(path)
+
+
+def tree_size(path: Path | str) -> int:
+    """Bytes in a file, or in every file under a directory (a Core ML package)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def tree_sha256(path: Path | str) -> str:
+    """sha256 of a file's bytes; for a directory, sha256 of its sorted ``<file sha256>  <relative path>`` lines
+    (the ``sha256sum`` listing), so the same tree always hashes the same wherever it lies."""
+    path = Path(path)
+
+    def file_hash(p: Path) -> str:
+        digest = hashlib.sha256()
+        with p.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    if not path.is_dir():
+        return file_hash(path)
+    lines = sorted(f"{file_hash(p)}  {p.relative_to(path).as_posix()}\n" for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -70,8 +70,10 @@ def test_export_onnx_end_to_end(tmp_path: Path) -> None:
     (["search", "--platform", "iphone12", "--budget", "0.00001"], 1, ["infeasible", "fastest configuration"]),
     (["search", "--platform", "iphone12", "--solver", "greedy"], 2, ["unknown solver 'greedy'"]),
     (["export", "--platform", "iphone12", "--format", "onxx"], 2, ["unknown format 'onxx'", "did you mean 'onnx'"]),
-    (["export", "--platform", "iphone12", "--format", "coreml"], 2, ["'coreml' is not built yet"]),
-    (["export", "--platform", "iphone12", "--format", "tflite"], 2, ["'tflite' is not built yet"]),
+    (["export", "--platform", "iphone12", "--format", "coreml", "--layout", "nhwc"], 2,
+     ["--layout nhwc is not valid for coreml; valid: nchw"]),
+    (["export", "--platform", "iphone12", "--format", "tflite", "--input-type", "image"], 2,
+     ["--input-type is not an option for tflite"]),
     (["export", "--platform", "iphone12", "--precision", "int3"], 2, ["--precision int3 is not valid for onnx"]),
     (["search", "--platform", "iphone12", "--checkpoint", "/nonexistent.safetensors"], 2, ["no such checkpoint"]),
 ])

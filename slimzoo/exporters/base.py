@@ -1,17 +1,27 @@
 """The exporter interface, its registry, and the one validation routine every format shares.
 
-An exporter turns a sliced ``nn.Module`` plus an example input into a file, and can (where its runtime runs on
-this machine) load that file back as a function from input arrays to output arrays. Validation is not per
-format: :func:`validate_against_reference` compares any such function with PyTorch in stages (shapes, values on
-fresh random inputs, top-1 on real data), collects every failure, and raises one :class:`ValidationError`.
+An exporter turns a sliced ``nn.Module`` plus an example input into a file (or a directory: a Core ML package),
+and can (where its runtime runs on this machine) load that file back as a function from input arrays to output
+arrays. Validation is not per format: :func:`validate_against_reference` compares any such function with PyTorch
+in stages (static checks of the file that need no runtime, shapes, values on fresh random inputs, top-1 on real
+data), collects every failure, and raises one :class:`ValidationError`. What differs per format is data: the
+tolerances (:meth:`Exporter.tolerances`: fp32 is held to ``atol``, fp16 to top-1 agreement) and the static
+checks (:meth:`Exporter.inspect`: e.g. Core ML's stored weights, read back where Core ML cannot predict).
 Exporters know nothing of platforms or search; metadata arrives as plain strings.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
+import math
+import os
+import sys
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,30 +34,99 @@ from slimzoo.errors import ExportError, ValidationError, suggest
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
+FP16_MIN_TOP1_AGREEMENT = 0.99  # fp16 weights: same top-1 as PyTorch on at least this share of validation images
+
+
 @dataclass(frozen=True)
 class ExportOptions:
-    precision: str = "fp32"
-    layout: str = "nchw"
+    """How to write one model. ``None`` for precision, layout or input type means the exporter's own default
+    (:meth:`Exporter.resolve` fills them in): fp16 for Core ML, NHWC for TFLite, as those runtimes expect.
+
+    ``mean``/``std`` are the per-channel normalisation the model was trained with (inputs are
+    ``(x - mean) / std``, with ``x`` in [0, 1]); an image input folds them into the model. ``class_names``
+    label a classifier output where the format has one. ``metadata`` is embedded verbatim where the format
+    allows. ``verbose`` lets the converters' own logging through (it is silenced otherwise).
+    """
+
+    precision: str | None = None
+    layout: str | None = None
+    input_type: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    class_names: tuple[str, ...] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    verbose: bool = False
+
+    def __post_init__(self) -> None:  # accept lists (from JSON metadata) but keep the options hashable-ish
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """What validation holds a format to: ``atol`` on fresh random inputs (None: reported, not enforced) and
+    the share of validation images whose top-1 must agree with PyTorch."""
+
+    atol: float | None
+    min_top1_agreement: float
+
+
+@dataclass
+class Inspection:
+    """Static checks of a written model that need no runtime: what passed, what failed, and a note."""
+
+    checks: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    note: str = ""
 
 
 class Exporter(ABC):
-    """One output format. Subclasses set the class constants and implement :meth:`export` and :meth:`runner`."""
+    """One output format. Subclasses set the class constants and implement :meth:`export` and :meth:`runner`;
+    they may add static checks (:meth:`inspect`) and sidecar fields (:meth:`describe`)."""
 
     name: ClassVar[str]
     suffix: ClassVar[str]
     atol: ClassVar[float] = 1e-4  # max |format - PyTorch| allowed on fresh random inputs (fp32)
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    default_precision: ClassVar[str] = "fp32"
     layouts: ClassVar[tuple[str, ...]] = ("nchw",)
+    default_layout: ClassVar[str] = "nchw"
+    input_types: ClassVar[tuple[str, ...]] = ()  # empty: the format takes a plain tensor, no --input-type
+    default_input_type: ClassVar[str | None] = None
     built: ClassVar[bool] = True
 
     def check_options(self, options: ExportOptions) -> None:
-        if options.precision not in self.precisions:
+        """Refuse options this format does not take, with one line naming the valid ones (before any work)."""
+        if options.precision is not None and options.precision not in self.precisions:
             raise ExportError(f"--precision {options.precision} is not valid for {self.name}; "
                               f"valid: {', '.join(self.precisions)}")
-        if options.layout not in self.layouts:
+        if options.layout is not None and options.layout not in self.layouts:
             raise ExportError(f"--layout {options.layout} is not valid for {self.name}; "
                               f"valid: {', '.join(self.layouts)}")
+        if options.input_type is not None and options.input_type not in self.input_types:
+            if not self.input_types:
+                having = [n for n, c in _EXPORTERS.items() if c.input_types]
+                raise ExportError(f"--input-type is not an option for {self.name} (it takes a plain tensor); "
+                                  f"formats with input types: {', '.join(having) or 'none'}")
+            raise ExportError(f"--input-type {options.input_type} is not valid for {self.name}; "
+                              f"valid: {', '.join(self.input_types)}")
+
+    def resolve(self, options: ExportOptions) -> ExportOptions:
+        """``options`` checked, with this format's defaults in place of ``None``."""
+        self.check_options(options)
+        return replace(options, precision=options.precision or self.default_precision,
+                       layout=options.layout or self.default_layout,
+                       input_type=options.input_type or self.default_input_type)
+
+    def tolerances(self, options: ExportOptions) -> Tolerances:
+        """fp32 must match PyTorch to ``atol``; fp16 weights cannot, so they are held to top-1 agreement."""
+        if (options.precision or self.default_precision) == "fp16":
+            return Tolerances(None, FP16_MIN_TOP1_AGREEMENT)
+        return Tolerances(self.atol, 1.0)
 
     @abstractmethod
     def export(self, module: nn.Module, example_input: torch.Tensor, path: Path, options: ExportOptions) -> None:
@@ -57,9 +136,83 @@ class Exporter(ABC):
     def runner(self, path: Path, options: ExportOptions) -> Runner | None:
         """A function running the exported file on NCHW float32 arrays, or None where no runtime runs here."""
 
+    def inspect(self, path: Path, reference: nn.Module, example_input: torch.Tensor,
+                options: ExportOptions) -> Inspection:
+        """Static checks of the written file against the PyTorch module (no runtime needed). Default: none."""
+        return Inspection()
+
+    def representable(self, x: np.ndarray, options: ExportOptions) -> np.ndarray:
+        """``x`` moved to the nearest input the exported model can be fed exactly (e.g. 8-bit pixels for an
+        image input), so validation compares like with like. Default: unchanged."""
+        return x
+
+    def describe(self, options: ExportOptions) -> dict[str, Any]:
+        """Format-specific facts for the sidecar (e.g. Core ML's minimum deployment target). Default: none."""
+        return {}
+
     def versions(self) -> dict[str, str]:
         """Versions of the tools this format used (recorded in sidecars and manifests)."""
         return {"torch": torch.__version__}
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool = False) -> Iterator[None]:
+    """Keep converters' chatter (progress bars, native-library logging on file descriptors 1 and 2, version
+    warnings) out of the user's terminal unless ``verbose``. Output is dropped, never mixed into results; a
+    converter that fails still raises, and its exception carries the reason."""
+    if verbose:
+        yield
+        return
+    import logging
+    import warnings
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    sink = tempfile.TemporaryFile()
+    disabled = logging.root.manager.disable
+    try:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        logging.disable(logging.WARNING)
+        # Python-level too: consoles that write to whatever sys.stdout is (rich) when it is not fd 1 (pytest).
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        sink.close()
+        logging.disable(disabled)
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` (eval mode) with every ``Conv2d`` directly followed by a ``BatchNorm2d`` in an
+    ``nn.Sequential`` replaced by one convolution with the BN folded in, and the BN by ``nn.Identity``.
+
+    Converters fold BN anyway; doing it here first halves litert-torch's conversion time (fewer ops to
+    decompose) and is deterministic: folding the same module twice gives bit-identical tensors, which is what
+    lets the Core ML weight check compare stored weights exactly."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(module).eval()
+    for parent in folded.modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        names = list(parent._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = parent._modules[first], parent._modules[second]
+            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
+                    and bn.running_mean is not None):
+                parent._modules[first] = fuse_conv_bn_eval(conv, bn)
+                parent._modules[second] = nn.Identity()
+    return folded
 
 
 _EXPORTERS: dict[str, type[Exporter]] = {}
@@ -74,19 +227,25 @@ def _ensure_builtin_exporters() -> None:
     from slimzoo.exporters import coreml, onnx, tflite  # noqa: F401  (registration side effect)
 
 
+_BUILTIN_ORDER = ("onnx", "coreml", "tflite")
+
+
 def exporter_names() -> list[str]:
+    """Registered formats: the built-in ones in a fixed order (whatever the import order), then any others."""
     _ensure_builtin_exporters()
-    return list(_EXPORTERS)
+    rank = {name: i for i, name in enumerate(_BUILTIN_ORDER)}
+    return sorted(_EXPORTERS, key=lambda n: (rank.get(n, len(rank)), n))
 
 
 def get_exporter(name: str) -> Exporter:
     _ensure_builtin_exporters()
+    names = exporter_names()
     if name not in _EXPORTERS:
-        raise ExportError(f"unknown format '{name}'{suggest(name, _EXPORTERS)}; valid: {', '.join(_EXPORTERS)}")
+        raise ExportError(f"unknown format '{name}'{suggest(name, names)}; valid: {', '.join(names)}")
     exporter = _EXPORTERS[name]()
     if not exporter.built:
         raise ExportError(f"format '{name}' is not built yet in this slimzoo version "
-                          f"(available: {', '.join(n for n, c in _EXPORTERS.items() if c.built)})")
+                          f"(available: {', '.join(n for n in names if _EXPORTERS[n].built)})")
     return exporter
 
 
@@ -96,10 +255,12 @@ class ValidationReport:
 
     format: str
     numerics_run: bool
-    atol: float
+    atol: float | None  # None: max abs diff reported but not enforced (fp16: held to top-1 agreement instead)
     max_abs_diff: float | None = None
+    psnr_db: float | None = None  # logits PSNR on the random inputs: 20 log10(range of PyTorch's / RMS error)
     n_random: int = 0
     top1_agreement: float | None = None
+    min_top1_agreement: float = 1.0
     n_val: int = 0
     accuracy_reference: float | None = None
     accuracy_exported: float | None = None
@@ -110,18 +271,36 @@ class ValidationReport:
         return asdict(self)
 
 
+def logits_psnr(expected: np.ndarray, got: np.ndarray) -> float | None:
+    """PSNR in dB of ``got`` against ``expected``, peak = the range of ``expected``; None when identical."""
+    expected = expected.astype(np.float64)
+    mse = float(np.mean((got.astype(np.float64) - expected) ** 2))
+    if mse == 0.0:
+        return None
+    peak = float(expected.max() - expected.min()) or float(np.abs(expected).max()) or 1.0
+    return 20.0 * math.log10(peak / math.sqrt(mse))
+
+
 @torch.no_grad()
 def validate_against_reference(fmt: str, reference: nn.Module, candidate: Runner | None,
                                random_inputs: np.ndarray, val_inputs: np.ndarray | None = None,
-                               val_labels: np.ndarray | None = None, atol: float = 1e-4,
-                               min_top1_agreement: float = 1.0, note: str = "") -> ValidationReport:
-    """Compare ``candidate`` with ``reference`` (PyTorch, eval mode). Raises :class:`ValidationError` listing
-    every failed stage; returns the report otherwise."""
-    report = ValidationReport(fmt, candidate is not None, atol, note=note)
+                               val_labels: np.ndarray | None = None, atol: float | None = 1e-4,
+                               min_top1_agreement: float = 1.0, note: str = "",
+                               inspection: Inspection | None = None) -> ValidationReport:
+    """Compare ``candidate`` with ``reference`` (PyTorch, eval mode), after taking in the format's static
+    checks (``inspection``). ``candidate`` None means no runtime for this format runs here: the report says
+    numerics were not run (``numerics_run=False``) and why (``note``), and only the static checks count.
+    ``atol`` None means the max abs diff is reported, not enforced (fp16). Raises :class:`ValidationError`
+    listing every failed stage; returns the report otherwise."""
+    inspection = inspection or Inspection()
+    report = ValidationReport(fmt, candidate is not None, atol, min_top1_agreement=min_top1_agreement,
+                              note=note or inspection.note, checks=list(inspection.checks))
+    failures: list[str] = list(inspection.failures)
     if candidate is None:
+        if failures:
+            raise ValidationError([f"{fmt}: {f}" for f in failures])
         return report
     reference.eval()
-    failures: list[str] = []
     expected = reference(torch.from_numpy(random_inputs)).numpy()
     got = np.asarray(candidate(random_inputs))
     report.n_random = len(random_inputs)
@@ -131,10 +310,15 @@ def validate_against_reference(fmt: str, reference: nn.Module, candidate: Runner
         report.checks.append("output shape")
         diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
         report.max_abs_diff = diff
-        if not np.isfinite(diff) or diff > atol:
+        report.psnr_db = logits_psnr(expected, got) if np.isfinite(diff) else None
+        if not np.isfinite(diff):
+            failures.append(f"{fmt} outputs are not finite on {len(random_inputs)} random inputs")
+        elif atol is not None and diff > atol:
             failures.append(f"max |{fmt} - PyTorch| = {diff:.3g} > {atol:g} on {len(random_inputs)} random inputs")
-        else:
+        elif atol is not None:
             report.checks.append(f"max abs diff <= {atol:g}")
+        else:
+            report.checks.append("outputs finite (max abs diff reported, not enforced: held to top-1 agreement)")
     if val_inputs is not None and val_labels is not None and not failures:
         ref_top1 = reference(torch.from_numpy(val_inputs)).numpy().argmax(1)
         got_top1 = np.asarray(candidate(val_inputs)).argmax(1)
@@ -145,8 +329,10 @@ def validate_against_reference(fmt: str, reference: nn.Module, candidate: Runner
         if report.top1_agreement < min_top1_agreement:
             failures.append(f"top-1 agrees with PyTorch on {report.top1_agreement:.2%} of {len(val_inputs)} "
                             f"validation images (need {min_top1_agreement:.0%})")
-        else:
+        elif min_top1_agreement >= 1.0:
             report.checks.append("same top-1 on the validation split")
+        else:
+            report.checks.append(f"same top-1 on >= {min_top1_agreement:.0%} of the validation split")
     if failures:
         raise ValidationError([f"{fmt}: {f}" for f in failures])
     return report
@@ -155,14 +341,25 @@ def validate_against_reference(fmt: str, reference: nn.Module, candidate: Runner
 def export_validated(exporter: Exporter, module: nn.Module, example_input: torch.Tensor, path: Path,
                      options: ExportOptions, random_inputs: np.ndarray, val_inputs: np.ndarray | None = None,
                      val_labels: np.ndarray | None = None) -> ValidationReport:
-    """Export to a temporary file, validate it, and only then move it to ``path``: a model that fails
-    validation (or an export that crashes) leaves no file behind."""
-    from slimzoo.fileio import atomic_path
+    """Export to a temporary path, validate it, and only then move it to ``path``: a model that fails
+    validation (or an export that crashes) leaves no file, and no directory, behind.
 
-    exporter.check_options(options)
+    The temporary path has the final name inside a hidden temp directory next to ``path``
+    (:func:`slimzoo.fileio.atomic_tree`), so converters that check the suffix (``.mlpackage``) accept it and
+    whatever they write beside it goes too."""
+    from slimzoo.fileio import atomic_tree
+
+    options = exporter.resolve(options)  # refuses bad options before any work
     module = module.eval()
-    with atomic_path(path) as tmp:
+    random_inputs = exporter.representable(random_inputs, options)
+    if val_inputs is not None:
+        val_inputs = exporter.representable(val_inputs, options)
+    tolerances = exporter.tolerances(options)
+    with atomic_tree(path) as tmp:
         exporter.export(module, example_input, tmp, options)
+        inspection = exporter.inspect(tmp, module, example_input, options)
         report = validate_against_reference(exporter.name, module, exporter.runner(tmp, options), random_inputs,
-                                            val_inputs, val_labels, atol=exporter.atol)
+                                            val_inputs, val_labels, atol=tolerances.atol,
+                                            min_top1_agreement=tolerances.min_top1_agreement,
+                                            inspection=inspection)
     return report

@@ -1,24 +1,414 @@
-"""CoreML export: the name is registered so `--format coreml` is understood, but the exporter is not built yet."""
+"""Core ML export through coremltools: an ML program (``.mlpackage`` directory) for iOS 16 / macOS 13 and later.
+
+What is written:
+
+* precision ``fp16`` (default, as Core ML itself does) or ``fp32``: the ML program's compute precision, which
+  is also the precision its weights are stored in;
+* input ``tensor`` (default: a float32 multi-array named ``input``, NCHW, already normalised) or ``image`` (a
+  grayscale/RGB image named ``input``; the checkpoint's normalisation is folded into Core ML's image
+  preprocessing: ``x_norm = x_pixel * scale + bias`` with ``scale = 1 / (255 std)`` and ``bias = -mean / std``);
+* with class names, a classifier: ``classLabel`` (the top-1 label) and ``classLabel_probs`` (label -> logit;
+  the network has no softmax, so the values are logits); without, a ``logits`` multi-array;
+* metadata: every ``ExportOptions.metadata`` entry as user-defined metadata, plus the deployment target.
+
+BatchNorm is folded into the preceding convolution *here*, in PyTorch (``torch.nn.utils.fusion``), before
+conversion, so that every weight the package stores is a tensor slimzoo can recompute exactly from the sliced
+module: :meth:`CoreMLExporter.inspect` reads the package back through coremltools (the ML program, loaded from
+the package's spec and weight blob) and compares every stored conv/linear weight and bias with the folded
+PyTorch tensor, bit for bit in fp32 and to the float16 rounding in fp16. That check, with the package's
+inputs/outputs, is what validation can do on Linux, where Core ML cannot predict; on macOS the predictions are
+compared with PyTorch as well, through the shared routine.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from slimzoo.errors import ExportError
-from slimzoo.exporters.base import Exporter, ExportOptions, Runner, register_exporter
+from slimzoo.exporters.base import (Exporter, ExportOptions, Inspection, Runner, fold_batchnorm, quiet,
+                                    register_exporter)
+
+DEPLOYMENT_TARGET = "iOS16"  # ML programs need iOS 15; iOS 16 adds fp16 inputs/outputs and is what we state
+MIN_SPEC_VERSION = 7  # Core ML specification version of iOS 16 / macOS 13
+INPUT_NAME = "input"
+LOGITS_NAME = "logits"
+LABEL_NAME = "classLabel"
+PROBS_NAME = "classLabel_probs"
+NO_PREDICTION_NOTE = ("numerics not run: Core ML prediction needs macOS (coremltools cannot load a model for "
+                      "prediction on {platform}); checked instead: the package loads, its input/output names "
+                      "and shapes, and every stored weight against the sliced PyTorch weights")
+
+
+def can_predict() -> bool:
+    """Core ML prediction needs macOS (coremltools' native model proxy exists only there)."""
+    return sys.platform == "darwin"
+
+
+@torch.no_grad()
+def expected_layers(module: nn.Module, example_input: torch.Tensor) -> list[tuple[str, str, nn.Module]]:
+    """``(kind, name, module)`` of every conv and linear layer of ``module``, in the order forward calls them
+    (the order the converted program computes them in)."""
+    names = {m: n for n, m in module.named_modules()}
+    calls: list[tuple[str, str, nn.Module]] = []
+
+    def hook(m: nn.Module, *_: Any) -> None:
+        calls.append(("conv" if isinstance(m, nn.Conv2d) else "linear", names[m], m))
+
+    handles = [m.register_forward_pre_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        module.eval()(example_input[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def image_preprocessing(options: ExportOptions, channels: int) -> tuple[float, list[float]]:
+    """Core ML's image preprocessing ``x * scale + bias`` equal to ``(x / 255 - mean) / std``."""
+    mean, std = options.mean, options.std
+    if mean is None or std is None:
+        raise ExportError("--input-type image needs the checkpoint's mean and std to fold into the model")
+    mean = mean * channels if len(mean) == 1 else mean
+    std = std * channels if len(std) == 1 else std
+    if len(mean) != channels or len(std) != channels:
+        raise ExportError(f"--input-type image: mean/std have {len(options.mean)} values for {channels} channels")
+    if len(set(std)) != 1:
+        raise ExportError("--input-type image: Core ML images take one scale for all channels, but the "
+                          f"checkpoint's std differs per channel ({list(std)}); use --input-type tensor")
+    return 1.0 / (255.0 * std[0]), [-m / s for m, s in zip(mean, std)]
 
 
 @register_exporter
 class CoreMLExporter(Exporter):
     name = "coreml"
     suffix = ".mlpackage"
-    built = False
+    atol = 1e-4
+    precisions = ("fp16", "fp32")
+    default_precision = "fp16"
+    layouts = ("nchw",)
+    default_layout = "nchw"
+    input_types = ("tensor", "image")
+    default_input_type = "tensor"
 
     def export(self, module: nn.Module, example_input: torch.Tensor, path: Path, options: ExportOptions) -> None:
-        raise ExportError("format 'coreml' is not built yet in this slimzoo version")
+        options = self.resolve(options)
+        example = example_input[:1].float()
+        if example.ndim != 4:
+            raise ExportError(f"coreml: expected an NCHW example input, got shape {tuple(example.shape)}")
+        channels = example.shape[1]
+        if options.input_type == "image":
+            image_preprocessing(options, channels)  # refuses missing or per-channel std before converting
+        folded = fold_batchnorm(module)
+        with torch.no_grad():
+            n_outputs = folded(example).shape[-1]
+        if options.class_names is not None and len(options.class_names) != n_outputs:
+            raise ExportError(f"coreml: {len(options.class_names)} class names for a model with {n_outputs} outputs")
+        with quiet(options.verbose):
+            import coremltools as ct
+
+            if options.input_type == "image":
+                if channels not in (1, 3):
+                    raise ExportError(f"--input-type image needs 1 or 3 input channels, the model has {channels}")
+                scale, bias = image_preprocessing(options, channels)
+                layout = ct.colorlayout.GRAYSCALE if channels == 1 else ct.colorlayout.RGB
+                inputs = [ct.ImageType(name=INPUT_NAME, shape=tuple(example.shape), scale=scale, bias=bias,
+                                       color_layout=layout)]
+            else:
+                inputs = [ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape), dtype=np.float32)]
+            classifier = (ct.ClassifierConfig(list(options.class_names), predicted_feature_name=LABEL_NAME)
+                          if options.class_names is not None else None)
+            outputs = None if classifier is not None else [ct.TensorType(name=LOGITS_NAME, dtype=np.float32)]
+            precision = ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32
+            try:
+                traced = torch.jit.trace(folded, example)
+                mlmodel = ct.convert(traced, inputs=inputs, outputs=outputs, classifier_config=classifier,
+                                     convert_to="mlprogram", compute_precision=precision,
+                                     minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+                                     skip_model_load=not can_predict())
+            except ExportError:
+                raise
+            except Exception as exc:  # the converter raises many types; the user gets one line
+                raise ExportError(f"coreml conversion failed: {_first_line(exc)}") from exc
+            mlmodel.author = "slimzoo"
+            mlmodel.short_description = ("Sliced sub-network exported by slimzoo"
+                                         + (f" for {options.metadata['slimzoo.platform']}"
+                                            if "slimzoo.platform" in options.metadata else ""))
+            for key, value in sorted({**options.metadata, **self._facts(options)}.items()):
+                mlmodel.user_defined_metadata[key] = str(value)
+            mlmodel.input_description[INPUT_NAME] = (
+                f"{'grayscale' if channels == 1 else 'RGB'} image, pixels 0-255 (normalisation built in)"
+                if options.input_type == "image" else "normalised NCHW tensor: (x - mean) / std, x in [0, 1]")
+            if classifier is not None:
+                mlmodel.output_description[LABEL_NAME] = "most likely class"
+                mlmodel.output_description[PROBS_NAME] = "logit per class (no softmax applied)"
+            mlmodel.save(str(path))
 
     def runner(self, path: Path, options: ExportOptions) -> Runner | None:
-        return None
+        if not can_predict():
+            return None
+        options = self.resolve(options)
+        with quiet(options.verbose):
+            import coremltools as ct
+
+            mlmodel = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+        labels = list(options.class_names) if options.class_names is not None else None
+
+        def run(x: np.ndarray) -> np.ndarray:
+            rows = []
+            for sample in np.asarray(x, dtype=np.float32):
+                feed = self._to_pixels(sample, options) if options.input_type == "image" else sample[None]
+                out = mlmodel.predict({INPUT_NAME: feed})
+                if labels is not None:
+                    rows.append([out[PROBS_NAME][label] for label in labels])
+                else:
+                    rows.append(np.asarray(out[LOGITS_NAME]).reshape(-1))
+            return np.asarray(rows, dtype=np.float32)
+
+        return run
+
+    def representable(self, x: np.ndarray, options: ExportOptions) -> np.ndarray:
+        """Image inputs take 8-bit pixels: snap normalised inputs to the pixel grid (identity for tensors)."""
+        options = self.resolve(options)
+        if options.input_type != "image" or options.mean is None or options.std is None:
+            return x
+        mean, std = self._broadcast_norm(options, x.shape[1])
+        pixels = np.clip(np.round((x * std + mean) * 255.0), 0, 255)
+        return ((pixels / 255.0 - mean) / std).astype(np.float32)
+
+    def describe(self, options: ExportOptions) -> dict[str, Any]:
+        options = self.resolve(options)
+        return {"minimum_deployment_target": DEPLOYMENT_TARGET, "model_type": "mlprogram",
+                "input_type": options.input_type,
+                "outputs": [LABEL_NAME, PROBS_NAME] if options.class_names is not None else [LOGITS_NAME]}
+
+    def inspect(self, path: Path, reference: nn.Module, example_input: torch.Tensor,
+                options: ExportOptions) -> Inspection:
+        """Read the package back through coremltools and check what needs no Core ML runtime: it loads, it is
+        an ML program for the stated target, inputs/outputs/labels/metadata are as written, and every stored
+        weight equals the (BN-folded) sliced PyTorch weight it came from."""
+        options = self.resolve(options)
+        result = Inspection(note="" if can_predict() else NO_PREDICTION_NOTE.format(platform=sys.platform))
+        with quiet(options.verbose):
+            import coremltools as ct
+            from coremltools.converters.mil.frontend.milproto.load import load as load_mil_program
+
+            try:
+                mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
+                spec = mlmodel.get_spec()
+                program = load_mil_program(spec, spec.specificationVersion, mlmodel.weights_dir)
+            except Exception as exc:
+                result.failures.append(f"the package does not load: {_first_line(exc)}")
+                return result
+        result.checks.append("package loads (coremltools: spec + ML program + weights)")
+        example = example_input[:1].float()
+        folded = fold_batchnorm(reference)
+        with torch.no_grad():
+            n_outputs = folded(example).shape[-1]
+        self._check_spec(spec, tuple(example.shape), n_outputs, options, result)
+        self._check_weights(program, folded, example, options, result)
+        return result
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        return {**super().versions(), "coremltools": version("coremltools")}
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _facts(self, options: ExportOptions) -> dict[str, str]:
+        return {"slimzoo.minimum_deployment_target": DEPLOYMENT_TARGET, "slimzoo.precision": str(options.precision),
+                "slimzoo.input_type": str(options.input_type)}
+
+    @staticmethod
+    def _broadcast_norm(options: ExportOptions, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.asarray(options.mean, dtype=np.float64).reshape(-1)
+        std = np.asarray(options.std, dtype=np.float64).reshape(-1)
+        mean = np.broadcast_to(mean, (channels,)).reshape(1, channels, 1, 1)
+        std = np.broadcast_to(std, (channels,)).reshape(1, channels, 1, 1)
+        return mean, std
+
+    def _to_pixels(self, sample: np.ndarray, options: ExportOptions) -> Any:
+        from PIL import Image
+
+        mean, std = self._broadcast_norm(options, sample.shape[0])
+        pixels = np.clip(np.round((sample[None] * std + mean) * 255.0), 0, 255).astype(np.uint8)[0]
+        if pixels.shape[0] == 1:
+            return Image.fromarray(pixels[0], mode="L")
+        return Image.fromarray(np.transpose(pixels, (1, 2, 0)), mode="RGB")
+
+    def _check_spec(self, spec: Any, input_shape: tuple[int, ...], n_outputs: int, options: ExportOptions,
+                    result: Inspection) -> None:
+        fail, ok = result.failures.append, result.checks.append
+        kind = spec.WhichOneof("Type")
+        if kind != "mlProgram":
+            fail(f"model type is {kind}, not mlProgram")
+        elif spec.specificationVersion < MIN_SPEC_VERSION:
+            fail(f"specification version {spec.specificationVersion} is below {DEPLOYMENT_TARGET}'s "
+                 f"({MIN_SPEC_VERSION})")
+        else:
+            ok(f"ML program, specification version {spec.specificationVersion} (>= {DEPLOYMENT_TARGET})")
+        inputs = list(spec.description.input)
+        if [i.name for i in inputs] != [INPUT_NAME]:
+            fail(f"inputs are {[i.name for i in inputs]}, expected ['{INPUT_NAME}']")
+        else:
+            feature = inputs[0].type
+            if options.input_type == "image":
+                image = feature.imageType
+                space = "GRAYSCALE" if input_shape[1] == 1 else "RGB"
+                got_space = type(image).ColorSpace.Name(image.colorSpace)
+                if feature.WhichOneof("Type") != "imageType" or (image.height, image.width) != input_shape[2:] \
+                        or got_space != space:
+                    fail(f"input is not a {input_shape[3]}x{input_shape[2]} {space} image")
+                else:
+                    ok(f"input '{INPUT_NAME}': {input_shape[3]}x{input_shape[2]} {space} image")
+            else:
+                shape = tuple(feature.multiArrayType.shape)
+                if feature.WhichOneof("Type") != "multiArrayType" or shape != input_shape:
+                    fail(f"input shape {shape} != {input_shape}")
+                else:
+                    ok(f"input '{INPUT_NAME}': multi-array {list(shape)}")
+        outputs = {o.name: o.type for o in spec.description.output}
+        if options.class_names is not None:
+            if set(outputs) != {LABEL_NAME, PROBS_NAME} or spec.description.predictedFeatureName != LABEL_NAME \
+                    or spec.description.predictedProbabilitiesName != PROBS_NAME:
+                fail(f"outputs are {sorted(outputs)}, expected classifier outputs {[LABEL_NAME, PROBS_NAME]}")
+            else:
+                ok(f"classifier outputs '{LABEL_NAME}', '{PROBS_NAME}'")
+        elif list(outputs) != [LOGITS_NAME]:
+            fail(f"outputs are {list(outputs)}, expected ['{LOGITS_NAME}']")
+        else:
+            shape = tuple(outputs[LOGITS_NAME].multiArrayType.shape)
+            if shape and shape != (input_shape[0], n_outputs):
+                fail(f"output shape {shape} != {(input_shape[0], n_outputs)}")
+            else:
+                ok(f"output '{LOGITS_NAME}'")
+        stored = dict(spec.description.metadata.userDefined)
+        missing = {k: v for k, v in options.metadata.items() if stored.get(k) != v}
+        if missing:
+            fail(f"metadata missing or different: {sorted(missing)}")
+        else:
+            ok(f"metadata ({len(options.metadata)} slimzoo entries, deployment target {DEPLOYMENT_TARGET})")
+
+    def _check_weights(self, program: Any, folded: nn.Module, example: torch.Tensor, options: ExportOptions,
+                       result: Inspection) -> None:
+        """Walk the ML program in order; every conv/linear op's weight and bias must equal the next expected
+        PyTorch layer's, and no other tensor-valued float constant may be stored (except the image
+        preprocessing, which must equal the folded mean/std)."""
+        fail = result.failures.append
+        n_failures = len(result.failures)
+        dtype = np.float16 if options.precision == "fp16" else np.float32
+        layers = expected_layers(folded, example)
+        queues = {"conv": [l for l in layers if l[0] == "conv"], "linear": [l for l in layers if l[0] == "linear"]}
+        seen = {"conv": 0, "linear": 0}
+        n_tensors = n_values = 0
+        labels: list[str] | None = None
+        preprocessing: dict[str, np.ndarray] = {}
+        for op in _operations(program):
+            if op.op_type == "const":
+                continue
+            if op.op_type in queues:
+                queue, index = queues[op.op_type], seen[op.op_type]
+                seen[op.op_type] += 1
+                if index >= len(queue):
+                    fail(f"{op.op_type} op '{op.name}' has no PyTorch layer to come from "
+                         f"(PyTorch has {len(queue)} {op.op_type} layers)")
+                    continue
+                _, layer_name, layer = queue[index]
+                for param in ("weight", "bias"):
+                    var = op.inputs.get(param)
+                    tensor = getattr(layer, param)
+                    if var is None or var.val is None:
+                        if tensor is not None and param == "weight":
+                            fail(f"{layer_name}.{param}: not stored as a constant in op '{op.name}'")
+                        elif tensor is not None and torch.count_nonzero(tensor):
+                            fail(f"{layer_name}.{param}: missing from op '{op.name}'")
+                        continue
+                    stored = np.asarray(var.val)
+                    want = (tensor.detach().numpy() if tensor is not None
+                            else np.zeros(stored.shape, dtype=np.float32))
+                    n_tensors += 1
+                    n_values += stored.size
+                    problem = _compare(stored, want, dtype)
+                    if problem:
+                        fail(f"{layer_name}.{param} (op '{op.name}'): {problem}")
+                if op.op_type == "conv":
+                    groups = op.inputs["groups"].val if "groups" in op.inputs else 1
+                    if int(groups) != layer.groups:
+                        fail(f"{layer_name}: groups {int(groups)} != {layer.groups}")
+                continue
+            if op.op_type == "classify":
+                labels = [str(c) for c in np.asarray(op.inputs["classes"].val).reshape(-1).tolist()]
+                continue
+            for key, var in op.inputs.items():
+                val = var.val if var is not None and var.op is not None and var.op.op_type == "const" else None
+                if not isinstance(val, (np.ndarray, np.floating)) or not np.issubdtype(np.asarray(val).dtype,
+                                                                                     np.floating):
+                    continue
+                val = np.asarray(val)
+                if op.name.startswith(f"{INPUT_NAME}__scaled__") or op.name.startswith(f"{INPUT_NAME}__biased__"):
+                    preprocessing[op.op_type] = val
+                elif val.size > 1:
+                    fail(f"op '{op.name}' ({op.op_type}) stores a {list(val.shape)} tensor '{key}' that no PyTorch "
+                         f"weight accounts for")
+        for kind, queue in queues.items():
+            if seen[kind] != len(queue):
+                fail(f"the package has {seen[kind]} {kind} ops, the sliced PyTorch model {len(queue)} "
+                     f"{kind} layers")
+        if len(result.failures) == n_failures:
+            result.checks.append(f"every stored weight equals the sliced PyTorch weight ({n_tensors} tensors, "
+                                 f"{n_values:,} values; BN folded; "
+                                 f"{'to float16 rounding' if dtype is np.float16 else 'bit-exact float32'})")
+        if options.class_names is not None:
+            if labels != list(options.class_names):
+                fail(f"class labels {labels} != {list(options.class_names)}")
+            else:
+                result.checks.append(f"class labels ({len(labels)})")
+        if options.input_type == "image":
+            scale, bias = image_preprocessing(options, example.shape[1])
+            got_scale = preprocessing.get("mul")
+            got_bias = preprocessing.get("add")
+            if got_scale is None or got_bias is None \
+                    or not np.allclose(got_scale, np.float32(scale), rtol=1e-6, atol=0) \
+                    or not np.allclose(np.reshape(got_bias, -1), np.float32(bias), rtol=1e-6, atol=1e-7):
+                fail(f"image preprocessing is not x * {scale:.6g} + {bias} (mean/std not folded as expected)")
+            else:
+                result.checks.append(f"image preprocessing folds mean/std: x * {scale:.6g} + "
+                                     f"{[round(b, 6) for b in bias]}")
+
+
+def _operations(program: Any) -> list[Any]:
+    """Every operation of the program's main function, nested blocks included, in program order."""
+    out: list[Any] = []
+
+    def walk(block: Any) -> None:
+        for op in block.operations:
+            out.append(op)
+            for inner in op.blocks:
+                walk(inner)
+
+    walk(program.functions["main"])
+    return out
+
+
+def _compare(stored: np.ndarray, want: np.ndarray, dtype: type) -> str:
+    """'' when ``stored`` is exactly ``want`` rounded to ``dtype``; else what differs."""
+    expected = want.astype(dtype)
+    if stored.shape != expected.shape:
+        return f"shape {list(stored.shape)} != {list(expected.shape)}"
+    if stored.dtype != expected.dtype:
+        return f"stored as {stored.dtype}, expected {expected.dtype}"
+    same = (stored == expected) | (np.isnan(stored) & np.isnan(expected))
+    if bool(same.all()):
+        return ""
+    diff = np.abs(stored.astype(np.float64) - want.astype(np.float64))
+    return f"{int((~same).sum())} of {stored.size} values differ (max |diff| {float(diff.max()):.3g})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -4,7 +4,9 @@ The latency model is ``offset + sum over layers of t_layer(c_in, c_out)``: each 
 width variables it touches, which is what makes the search a pairwise MRF rather than a black box. A table is
 keyed by :meth:`ArchSpec.key`, so a table made for one network is refused for another instead of silently giving
 numbers for the wrong layers. Tables come from two places: the roofline estimate (``source = "estimated"``,
-computed on the fly) and ONNX Runtime profiling on this machine (``source = "measured"``, saved as JSON).
+computed on the fly) and measurement (``source = "measured"``, saved as JSON): profiling on this machine or
+device timings from a profiling kit, per-layer terms fitted to whole networks. A fitted table carries its
+evidence: the per-layer start (``prior``) and the whole-network samples, held-out ones included (``samples``).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import numpy as np
 from slimzoo.errors import LatencyTableError
 from slimzoo.zoo.spec import ArchSpec, LayerSpec
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "LatencyTable", "TableSource", "atomic_write_text", "layer_grid"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "SAMPLE_SPLITS", "LatencyTable", "TableSource", "atomic_write_text",
+           "layer_grid"]
 
 TableSource = Literal["measured", "estimated"]
 FORMAT = "slimzoo-latency-table"
 FORMAT_VERSION = 1
+SAMPLE_SPLITS = ("fit", "heldout", "repeat")  # whole-network samples: used by the fit, held out, noise repeats
 
 
 def layer_grid(spec: ArchSpec, layer: LayerSpec) -> tuple[tuple[int, ...], Iterator[tuple[tuple[int, ...], int, int]]]:
@@ -81,6 +85,11 @@ class LatencyTable:
     offset_ms: float
     terms: dict[str, np.ndarray]
     spread: dict[str, np.ndarray] | None = field(default=None)
+    # The evidence a fitted table was made from (None for estimated and plain per-layer tables): the per-layer
+    # measurement before the fit (``prior``: offset_ms and terms, the "per-layer sum" predictor) and the
+    # whole-network measurements (``samples``: config, measured_ms, split = fit | heldout | repeat).
+    prior: dict[str, Any] | None = field(default=None)
+    samples: list[dict[str, Any]] | None = field(default=None)
 
     # -- use ------------------------------------------------------------------------------------------------
     def check_matches(self, spec: ArchSpec) -> None:
@@ -107,6 +116,18 @@ class LatencyTable:
             total += float(self.terms[layer.name][tuple(index[v] for v in layer.variables)])
         return total
 
+    def prior_table(self) -> LatencyTable | None:
+        """The per-layer measurement this table was fitted from, as a table of its own (None if not fitted)."""
+        if self.prior is None:
+            return None
+        return LatencyTable(arch_key=self.arch_key, platform=self.platform, source=self.source,
+                            provenance={"method": "per-layer measurement before the whole-network fit"},
+                            offset_ms=float(self.prior["offset_ms"]), terms=dict(self.prior["terms"]))
+
+    def samples_of(self, split: str) -> list[dict[str, Any]]:
+        """The whole-network measurements of one split (``fit``, ``heldout`` or ``repeat``)."""
+        return [s for s in self.samples or [] if s["split"] == split]
+
     def factors(self, spec: ArchSpec) -> tuple[float, list[tuple[tuple[str, ...], np.ndarray]]]:
         """The offset and one (variable names, term) factor per layer, the raw material of the search problem.
 
@@ -130,6 +151,12 @@ class LatencyTable:
         }
         if self.spread is not None:
             data["spread"] = {name: np.asarray(t, dtype=float).tolist() for name, t in self.spread.items()}
+        if self.prior is not None:
+            data["prior"] = {"offset_ms": float(self.prior["offset_ms"]),
+                             "terms": {name: np.asarray(t, dtype=float).tolist()
+                                       for name, t in self.prior["terms"].items()}}
+        if self.samples is not None:
+            data["samples"] = [dict(s) for s in self.samples]
         return data
 
     def save(self, path: Path) -> None:
@@ -170,25 +197,58 @@ class LatencyTable:
         if isinstance(offset, bool) or not isinstance(offset, int | float) or not math.isfinite(offset) or offset < 0:
             raise bad("offset_ms", f"must be a finite number >= 0, got {offset!r}")
 
-        def arrays(section: str) -> dict[str, np.ndarray]:
-            raw = data.get(section)
+        def arrays(section: str, parent: dict[str, Any] | None = None,
+                   label: str | None = None) -> dict[str, np.ndarray]:
+            raw = (data if parent is None else parent).get(section)
+            label = label or section
             if not isinstance(raw, dict):
-                raise bad(section, "must be an object mapping layer names to numbers or nested lists")
+                raise bad(label, "must be an object mapping layer names to numbers or nested lists")
             out: dict[str, np.ndarray] = {}
             for name, value in raw.items():
                 try:
                     arr = np.asarray(value, dtype=np.float64)
                 except (TypeError, ValueError):
-                    raise bad(f"{section}.{name}", "must be a number or a rectangular nested list of numbers") from None
+                    raise bad(f"{label}.{name}", "must be a number or a rectangular nested list of numbers") from None
                 if arr.ndim > 2 or 0 in arr.shape:
-                    raise bad(f"{section}.{name}", f"must have 0 to 2 non-empty axes, got shape {arr.shape}")
+                    raise bad(f"{label}.{name}", f"must have 0 to 2 non-empty axes, got shape {arr.shape}")
                 if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-                    raise bad(f"{section}.{name}", "must hold finite numbers >= 0")
+                    raise bad(f"{label}.{name}", "must hold finite numbers >= 0")
                 out[name] = arr
             return out
 
         terms = arrays("terms")
         spread = arrays("spread") if "spread" in data else None
+        prior = None
+        if "prior" in data:
+            raw_prior = data["prior"]
+            if not isinstance(raw_prior, dict):
+                raise bad("prior", "must be an object with offset_ms and terms")
+            prior_offset = raw_prior.get("offset_ms")
+            if (isinstance(prior_offset, bool) or not isinstance(prior_offset, int | float)
+                    or not math.isfinite(prior_offset) or prior_offset < 0):
+                raise bad("prior.offset_ms", f"must be a finite number >= 0, got {prior_offset!r}")
+            prior = {"offset_ms": float(prior_offset), "terms": arrays("terms", raw_prior, "prior.terms")}
+        samples = None
+        if "samples" in data:
+            raw_samples = data["samples"]
+            if not isinstance(raw_samples, list):
+                raise bad("samples", "must be a list of whole-network measurements")
+            samples = []
+            for i, sample in enumerate(raw_samples):
+                where = f"samples[{i}]"
+                if not isinstance(sample, dict):
+                    raise bad(where, "must be an object")
+                config = sample.get("config")
+                if (not isinstance(config, dict) or not all(isinstance(k, str) for k in config)
+                        or not all(isinstance(v, int) and not isinstance(v, bool) for v in config.values())):
+                    raise bad(f"{where}.config", "must map width variable names to integers")
+                ms = sample.get("measured_ms")
+                if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms) or ms <= 0:
+                    raise bad(f"{where}.measured_ms", f"must be a finite number > 0, got {ms!r}")
+                if sample.get("split") not in SAMPLE_SPLITS:
+                    raise bad(f"{where}.split", f"must be one of {', '.join(SAMPLE_SPLITS)}, "
+                                                f"got {sample.get('split')!r}")
+                samples.append(dict(sample))
         return cls(
             arch_key=data["arch_key"],
             platform=data["platform"],
@@ -197,4 +257,6 @@ class LatencyTable:
             offset_ms=float(offset),
             terms=terms,
             spread=spread,
+            prior=prior,
+            samples=samples,
         )

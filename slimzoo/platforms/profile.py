@@ -1,38 +1,57 @@
-"""Measured latency tables for this machine, from ONNX Runtime, one tiny model per layer and width choice.
+"""Measured latency on this machine: per-layer probes, whole networks, and the fitted table built from both.
 
-Each (layer, c_in, c_out) cell is timed as a standalone ONNX graph built directly with ``onnx.helper`` (a conv with
-bias, Clip(0, 6) for the activation, Add for a residual; a depthwise conv uses ``group = c``; the classifier is
-GlobalAveragePool + Flatten + Gemm). Building graphs by hand instead of exporting PyTorch modules is what makes the
-~2000 cells of the shipped spec take about a minute rather than an hour. Two costs of timing a layer alone are
-removed because a whole network pays them once, not once per layer: the fixed cost of every ``run`` (measured with
-an identity model, subtracted from each cell and kept as the table's ``offset_ms``), and on x86 the NCHWc layout
-reorders ONNX Runtime puts at a graph's edges (cut out of each optimised cell graph, see :class:`_CellTimer`).
+Every probe is a model built directly from the spec, never exported from PyTorch: for ONNX Runtime with
+``onnx.helper`` (Conv with bias, Clip(0, 6) for the activation, Add for a residual, ``group = c`` for depthwise,
+GlobalAveragePool + Flatten + Gemm for the classifier), for LiteRT as a TFLite flatbuffer written with the TFLite
+schema (CONV_2D / DEPTHWISE_CONV_2D with fused ReLU6, ADD, MEAN + FULLY_CONNECTED, NHWC). Building graphs by hand
+is what makes the ~2000 probes of the shipped spec take about a minute rather than an hour, and a whole network
+is the same pieces chained, so a layer probe and a network agree on what a layer is.
+
+Two costs of timing a layer alone are removed because a whole network pays them once, not once per layer: the
+fixed cost of every ``run`` (measured with an identity model, subtracted from each cell and kept as the table's
+``offset_ms``), and on x86 the NCHWc layout reorders ONNX Runtime puts at a graph's edges (cut out of each
+optimised cell graph, see :class:`_CellTimer`).
+
+**Noise.** On a shared machine the median of repeated runs measures the other jobs as much as the model (on the
+2-core development VM at load 3-9, session medians of one network varied by 30-50%). What is stable is the low
+end of the distribution: interference only ever adds time. So every probe is timed in several *rounds*, each a
+fresh session, with all probes in a fresh shuffled order per round (a burst of load lands on a few runs of many
+probes, never on all runs of one), and its latency is a low percentile (``quantile``, default p2) of all its runs
+pooled over the rounds. Measuring the same network as independent probes (``repeat`` samples) gives the noise
+that is left; it is recorded with the table.
+
+:func:`profile_and_fit` is the whole procedure behind ``slimzoo profile``: per-layer table, whole networks at
+random and uniform width configs (a held-out share never shown to the fit), the constrained least-squares fit of
+:mod:`slimzoo.platforms.fit`, and the held-out accuracy, all recorded in the table it returns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slimzoo.errors import RegistryError
+from slimzoo.errors import ConfigError, RegistryError
 from slimzoo.platforms.latency import LatencyTable, layer_grid
 from slimzoo.platforms.registry import Platform, host_cpu_facts, measured_table_path, user_registry_dir
-from slimzoo.zoo.spec import ArchSpec, LayerSpec
+from slimzoo.zoo.spec import ArchSpec, LayerSpec, WidthConfig
 
 if TYPE_CHECKING:
     import onnx
     import onnxruntime
 
-__all__ = ["DEFAULT_REPEATS", "DEFAULT_WARMUP", "ProgressCallback", "measure_network", "profile_platform",
-           "save_measured_table"]
+__all__ = ["DEFAULT_QUANTILE", "DEFAULT_REPEATS", "DEFAULT_WARMUP", "RUNTIMES", "ProgressCallback",
+           "layer_probe", "measure_network", "measure_networks", "network_probe", "profile_and_fit",
+           "profile_platform", "sample_configs", "save_measured_table", "statistic_name", "time_onnx_file",
+           "time_tflite_file"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -41,11 +60,28 @@ ProgressCallback = Callable[[int, int], None]
 DEFAULT_REPEATS = 240
 DEFAULT_WARMUP = 10
 DEFAULT_ROUNDS = 3
+# Whole networks: fewer runs per session than cells but more rounds, since a network's noise comes from the
+# machine's load over time (rounds sample it) more than from the runs within one session.
+DEFAULT_NETWORK_RUNS = 500
+DEFAULT_NETWORK_ROUNDS = 5
+DEFAULT_SAMPLES = 150
+DEFAULT_QUANTILE = 2.0  # percent; None = the median
+RUNTIMES = ("onnxruntime", "litert")
 OPSET = 17
 IR_VERSION = 8  # old enough for any onnxruntime that supports opset 17
 MIN_TERM_MS = 1e-4  # a layer never costs less than 0.1 us, even when it times faster than the identity model
 
 
+def statistic_name(quantile: float | None) -> str:
+    """How a probe's runs become one number: ``median`` or ``p<q>`` (a low percentile of the pooled runs)."""
+    return "median" if quantile is None else f"p{quantile:g}"
+
+
+def _statistic(times: np.ndarray, quantile: float | None) -> float:
+    return float(np.median(times) if quantile is None else np.percentile(times, quantile))
+
+
+# -- ONNX probes ----------------------------------------------------------------------------------------------
 @dataclass
 class _Graph:
     """Accumulates nodes, weights and inputs so one layer, or a chain of them, becomes one ONNX model."""
@@ -142,7 +178,206 @@ def _identity_model(rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarr
     return g.model(y, (1, 1, 1, 1)), g.feeds
 
 
-def _session_options(threads: int, optimize: bool = True) -> onnxruntime.SessionOptions:
+def _chain(spec: ArchSpec, config: Mapping[str, int], g: Any, nchw: bool) -> tuple[Any, tuple[int, ...]]:
+    """Append every layer of ``spec`` at ``config`` to the graph builder ``g``; (output, its NCHW shape)."""
+    first = spec.layers[0]
+    c_in0, _ = spec.channels(first, config)
+    shape = (1, c_in0, first.in_hw, first.in_hw)
+    x = g.input("x", shape if nchw else (1, first.in_hw, first.in_hw, c_in0))
+    # The residual input of a layer is the latest tensor whose width is set by the same variable as its output.
+    produced: dict[object, Any] = {}
+    out_shape: tuple[int, ...] = ()
+    for layer in spec.layers:
+        c_in, c_out = spec.channels(layer, config)
+        x = g.layer(layer, c_in, c_out, x, produced.get(layer.c_out) if layer.residual else None)
+        produced[layer.c_out] = x
+        out_shape = _out_shape(layer, c_out)
+    return x, out_shape
+
+
+def _network_model(spec: ArchSpec, config: Mapping[str, int], seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
+    g = _Graph(np.random.default_rng(seed))
+    x, out_shape = _chain(spec, spec.validate(config), g, nchw=True)
+    return g.model(x, out_shape), g.feeds
+
+
+# -- TFLite probes ----------------------------------------------------------------------------------------------
+class _TFLiteGraph:
+    """The TFLite twin of :class:`_Graph`: NHWC tensors, fused ReLU6, weights as constant buffers.
+
+    Written with the TFLite schema's object API (``ai_edge_litert.schema_py_generated``), so a probe takes
+    milliseconds instead of the seconds a PyTorch conversion takes; XNNPACK and ``benchmark_model`` run it as they
+    run any converted model (conv weights OHWI, depthwise 1HWO, SAME padding, which for odd kernels with
+    ``pad = k // 2`` gives the same output size as the ONNX probes).
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        from ai_edge_litert import schema_py_generated as schema
+
+        self.schema = schema
+        self.rng = rng
+        empty = schema.BufferT()
+        self.buffers: list[Any] = [empty]  # buffer 0 stays empty: activations point at it
+        self.tensors: list[Any] = []
+        self.operators: list[Any] = []
+        self.opcodes: dict[int, int] = {}
+        self.inputs: list[int] = []
+        self.feeds: dict[str, np.ndarray] = {}
+
+    def _tensor(self, name: str, shape: Sequence[int], data: np.ndarray | None = None,
+                int32: bool = False) -> int:
+        s = self.schema
+        tensor = s.TensorT()
+        tensor.name = f"{name}_{len(self.tensors)}"
+        tensor.shape = np.asarray(shape, dtype=np.int32)
+        tensor.type = s.TensorType.INT32 if int32 else s.TensorType.FLOAT32
+        tensor.buffer = 0
+        if data is not None:
+            buffer = s.BufferT()
+            buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
+            self.buffers.append(buffer)
+            tensor.buffer = len(self.buffers) - 1
+        self.tensors.append(tensor)
+        return len(self.tensors) - 1
+
+    def weight(self, name: str, shape: tuple[int, ...], fan_in: int) -> int:
+        value = (self.rng.standard_normal(shape) / np.sqrt(max(fan_in, 1))).astype(np.float32)
+        return self._tensor(name, shape, value)
+
+    def input(self, name: str, shape: tuple[int, ...]) -> int:
+        index = self._tensor(name, shape)
+        self.inputs.append(index)
+        self.feeds[self.tensors[index].name] = self.rng.standard_normal(shape).astype(np.float32)
+        return index
+
+    def op(self, code: int, inputs: list[int], out_shape: Sequence[int], options_type: int = 0,
+           options: Any = None) -> int:
+        s = self.schema
+        if code not in self.opcodes:
+            self.opcodes[code] = len(self.opcodes)
+        out = self._tensor(f"op{code}", out_shape)
+        operator = s.OperatorT()
+        operator.opcodeIndex = self.opcodes[code]
+        operator.inputs = np.asarray(inputs, dtype=np.int32)
+        operator.outputs = np.asarray([out], dtype=np.int32)
+        operator.builtinOptionsType = options_type
+        operator.builtinOptions = options
+        self.operators.append(operator)
+        return out
+
+    def layer(self, layer: LayerSpec, c_in: int, c_out: int, x: int, skip: int | None) -> int:
+        s = self.schema
+        op, opts = s.BuiltinOperator, s.BuiltinOptions
+        act = s.ActivationFunctionType.RELU6 if layer.act else s.ActivationFunctionType.NONE
+        if layer.kind == "pool_linear":
+            axes = self._tensor("axes", (2,), np.array([1, 2], dtype=np.int32), int32=True)
+            mean_opts = s.ReducerOptionsT()
+            mean_opts.keepDims = False
+            pooled = self.op(op.MEAN, [x, axes], (1, c_in), opts.ReducerOptions, mean_opts)
+            fc = s.FullyConnectedOptionsT()
+            fc.fusedActivationFunction = act
+            y = self.op(op.FULLY_CONNECTED, [pooled, self.weight("fc_w", (c_out, c_in), c_in),
+                                             self.weight("fc_b", (c_out,), 1)], (1, c_out),
+                        opts.FullyConnectedOptions, fc)
+        else:
+            k, out_hw = layer.kernel, layer.out_hw
+            if layer.kind == "dwconv":
+                conv = s.DepthwiseConv2DOptionsT()
+                conv.depthMultiplier = 1
+                weight = self.weight("dw_w", (1, k, k, c_out), k * k)
+                code, options_type = op.DEPTHWISE_CONV_2D, opts.DepthwiseConv2DOptions
+            else:
+                conv = s.Conv2DOptionsT()
+                weight = self.weight("w", (c_out, k, k, c_in), k * k * c_in)
+                code, options_type = op.CONV_2D, opts.Conv2DOptions
+            conv.padding = s.Padding.SAME
+            conv.strideW = conv.strideH = layer.stride
+            conv.dilationWFactor = conv.dilationHFactor = 1
+            conv.fusedActivationFunction = act
+            y = self.op(code, [x, weight, self.weight("b", (c_out,), 1)], (1, out_hw, out_hw, c_out),
+                        options_type, conv)
+        if layer.residual:
+            if skip is None:
+                raise ValueError(f"layer '{layer.name}' is residual but has no skip input")
+            add = s.AddOptionsT()
+            add.fusedActivationFunction = s.ActivationFunctionType.NONE
+            y = self.op(op.ADD, [y, skip], self.tensors[y].shape, opts.AddOptions, add)
+        return y
+
+    def model(self, output: int) -> bytes:
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        s = self.schema
+        subgraph = s.SubGraphT()
+        subgraph.tensors = self.tensors
+        subgraph.inputs = np.asarray(self.inputs, dtype=np.int32)
+        subgraph.outputs = np.asarray([output], dtype=np.int32)
+        subgraph.operators = self.operators
+        subgraph.name = "main"
+        model = s.ModelT()
+        model.version = 3
+        model.description = "slimzoo latency probe"
+        model.buffers = self.buffers
+        model.subgraphs = [subgraph]
+        codes = []
+        for code, _ in sorted(self.opcodes.items(), key=lambda item: item[1]):
+            opcode = s.OperatorCodeT()
+            opcode.builtinCode = code
+            opcode.deprecatedBuiltinCode = min(code, 127)
+            opcode.version = 1
+            codes.append(opcode)
+        model.operatorCodes = codes
+        return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _tflite_out_shape(layer: LayerSpec, c_out: int) -> tuple[int, ...]:
+    return (1, c_out) if layer.kind == "pool_linear" else (1, layer.out_hw, layer.out_hw, c_out)
+
+
+def _tflite_layer_model(layer: LayerSpec, c_in: int, c_out: int,
+                        rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarray]]:
+    g = _TFLiteGraph(rng)
+    x = g.input("x", (1, layer.in_hw, layer.in_hw, c_in))
+    skip = g.input("skip", _tflite_out_shape(layer, c_out)) if layer.residual else None
+    return g.model(g.layer(layer, c_in, c_out, x, skip)), g.feeds
+
+
+def _tflite_identity_model(rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The smallest model the runtime delegates (x + x on one element): the per-invoke cost."""
+    g = _TFLiteGraph(rng)
+    x = g.input("x", (1, 1, 1, 1))
+    add = g.schema.AddOptionsT()
+    add.fusedActivationFunction = g.schema.ActivationFunctionType.NONE
+    y = g.op(g.schema.BuiltinOperator.ADD, [x, x], (1, 1, 1, 1), g.schema.BuiltinOptions.AddOptions, add)
+    return g.model(y), g.feeds
+
+
+def _tflite_network_model(spec: ArchSpec, config: Mapping[str, int],
+                          seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
+    g = _TFLiteGraph(np.random.default_rng(seed))
+    x, _ = _chain(spec, spec.validate(config), g, nchw=False)
+    return g.model(x), g.feeds
+
+
+def layer_probe(fmt: str, layer: LayerSpec, c_in: int, c_out: int, seed: int = 0) -> bytes:
+    """One layer at (c_in, c_out) as a standalone model file's bytes (``onnx`` or ``tflite``), for a kit."""
+    rng = np.random.default_rng(seed)
+    return (_layer_model if fmt == "onnx" else _tflite_layer_model)(layer, c_in, c_out, rng)[0]
+
+
+def network_probe(fmt: str, spec: ArchSpec, config: Mapping[str, int], seed: int = 0) -> bytes:
+    """The whole network at ``config`` as a model file's bytes (``onnx`` or ``tflite``), for a kit."""
+    return (_network_model if fmt == "onnx" else _tflite_network_model)(spec, config, seed)[0]
+
+
+def identity_probe(fmt: str, seed: int = 0) -> bytes:
+    """The per-run cost probe (identity / one tiny add), for a kit."""
+    rng = np.random.default_rng(seed)
+    return (_identity_model if fmt == "onnx" else _tflite_identity_model)(rng)[0]
+
+
+# -- timing --------------------------------------------------------------------------------------------------
+def _session_options(threads: int, optimize: bool = True, spinning: bool = True) -> onnxruntime.SessionOptions:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -153,7 +388,12 @@ def _session_options(threads: int, optimize: bool = True) -> onnxruntime.Session
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 3
+    if not spinning:
+        # Idle pool threads sleep instead of spinning: slower per run, but on an oversubscribed machine the
+        # spinning threads fight the other jobs for cores and runs become bimodal.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
+
 
 
 class _CellTimer:
@@ -169,10 +409,10 @@ class _CellTimer:
 
     NCHWC = "com.microsoft.nchwc"
 
-    def __init__(self, threads: int, rng: np.random.Generator) -> None:
+    def __init__(self, threads: int, rng: np.random.Generator, spinning: bool = True) -> None:
         self.rng = rng
-        self.opts = _session_options(threads)
-        self.plain_opts = _session_options(threads, optimize=False)
+        self.opts = _session_options(threads, spinning=spinning)
+        self.plain_opts = _session_options(threads, optimize=False, spinning=spinning)
         self._tmp = tempfile.TemporaryDirectory(prefix="slimzoo-profile-")
         self._dump = Path(self._tmp.name) / "optimized.onnx"
         self.dump_opts = _session_options(threads)
@@ -302,131 +542,412 @@ def _time_runs(model: bytes, feeds: Mapping[str, np.ndarray], opts: onnxruntime.
     return times / 1e6
 
 
+def _time_tflite(model: bytes, feeds: Mapping[str, np.ndarray], threads: int, repeats: int,
+                 warmup: int) -> np.ndarray:
+    """Per-invoke wall times (ms) with the LiteRT interpreter (XNNPACK, as ``benchmark_model`` runs by default)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model, num_threads=threads)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        value = feeds.get(detail["name"])
+        if value is None:
+            value = np.zeros(detail["shape"], dtype=detail["dtype"])
+        interpreter.set_tensor(detail["index"], np.ascontiguousarray(value, dtype=detail["dtype"]))
+    invoke = interpreter.invoke
+    for _ in range(warmup):
+        invoke()
+    times = np.empty(repeats, dtype=np.float64)
+    clock = time.perf_counter_ns
+    for i in range(repeats):
+        start = clock()
+        invoke()
+        times[i] = clock() - start
+    return times / 1e6
+
+
 def _median_iqr(times: np.ndarray) -> tuple[float, float]:
     q1, med, q3 = np.percentile(times, [25, 50, 75])
     return float(med), float(q3 - q1)
 
 
-def _check_args(platform: Platform, threads: int, repeats: int, warmup: int) -> None:
-    if not platform.this_machine or platform.runtime != "onnxruntime":
+Probe = tuple[bytes, dict[str, np.ndarray], Any]  # model bytes, input feeds, runtime-specific run options
+
+
+class _OrtBackend:
+    """ONNX Runtime, CPU provider: cells with their NCHWc boundary reorders cut, networks as built."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, threads: int, rng: np.random.Generator, spinning: bool = True) -> None:
+        self.threads = threads
+        self.rng = rng
+        self.spinning = spinning
+        self.timer = _CellTimer(threads, rng, spinning)
+
+    def version(self) -> str:
+        import onnxruntime as ort
+
+        return ort.__version__
+
+    def cell(self, layer: LayerSpec, c_in: int, c_out: int) -> Probe:
+        model, feeds, optimized = self.timer.prepare(*_layer_model(layer, c_in, c_out, self.rng))
+        return model, feeds, self.timer.plain_opts if optimized else self.timer.opts
+
+    def identity(self) -> Probe:
+        return (*_identity_model(self.rng), self.timer.opts)
+
+    def network(self, spec: ArchSpec, config: Mapping[str, int], seed: int) -> Probe:
+        return (*_network_model(spec, config, seed), self.timer.opts)
+
+    def time(self, probe: Probe, runs: int, warmup: int) -> np.ndarray:
+        return _time_runs(probe[0], probe[1], probe[2], runs, warmup)
+
+    def facts(self, cells: int) -> dict[str, Any]:
+        import onnx
+
+        return {"onnx_version": onnx.__version__, "opset": OPSET, "graph_optimization": "ORT_ENABLE_ALL",
+                "execution_mode": "sequential", "intra_op_spinning": self.spinning, "nchwc_block": self.timer.block,
+                "boundary_reorders_removed": f"{self.timer.stripped} of {cells} cell timings"}
+
+    def close(self) -> None:
+        self.timer.close()
+
+
+class _LiteRTBackend:
+    """The LiteRT (TFLite) interpreter from ``ai-edge-litert``, XNNPACK delegate, NHWC probes."""
+
+    runtime = "litert"
+
+    def __init__(self, threads: int, rng: np.random.Generator) -> None:
+        self.threads = threads
+        self.rng = rng
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("ai-edge-litert")
+
+    def cell(self, layer: LayerSpec, c_in: int, c_out: int) -> Probe:
+        return (*_tflite_layer_model(layer, c_in, c_out, self.rng), None)
+
+    def identity(self) -> Probe:
+        return (*_tflite_identity_model(self.rng), None)
+
+    def network(self, spec: ArchSpec, config: Mapping[str, int], seed: int) -> Probe:
+        return (*_tflite_network_model(spec, config, seed), None)
+
+    def time(self, probe: Probe, runs: int, warmup: int) -> np.ndarray:
+        return _time_tflite(probe[0], probe[1], self.threads, runs, warmup)
+
+    def facts(self, cells: int) -> dict[str, Any]:
+        return {"delegate": "XNNPACK (the interpreter's default)", "layout": "NHWC"}
+
+    def close(self) -> None:
+        pass
+
+
+def litert_available() -> bool:
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except Exception:  # noqa: BLE001  (any import failure means: not usable here)
+        return False
+    return True
+
+
+def _backend(runtime: str, threads: int, rng: np.random.Generator,
+             spinning: bool = True) -> _OrtBackend | _LiteRTBackend:
+    if runtime == "onnxruntime":
+        return _OrtBackend(threads, rng, spinning)
+    if runtime == "litert":
+        if not litert_available():
+            raise RegistryError("runtime 'litert' is not available: the LiteRT interpreter (pip install "
+                                "ai-edge-litert) is not installed; use --runtime onnxruntime")
+        return _LiteRTBackend(threads, rng)
+    raise RegistryError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
+
+
+def _campaign(count: int, make: Callable[[int], Probe], backend: _OrtBackend | _LiteRTBackend, runs: int,
+              rounds: int, warmup: int, seed: int, tick: Callable[[], None]) -> list[np.ndarray]:
+    """All timed runs of ``count`` probes: ``runs`` each, split over ``rounds`` passes in fresh shuffled orders.
+
+    Every pass builds each probe anew and opens a fresh session, so neither one unlucky memory layout nor one
+    burst of load from another process decides a probe's number.
+    """
+    rounds = max(1, min(rounds, runs))
+    out: list[list[np.ndarray]] = [[] for _ in range(count)]
+    for r in range(rounds):
+        per_round = runs // rounds + (1 if r < runs % rounds else 0)
+        order = list(range(count))
+        random.Random(seed * 1000 + r).shuffle(order)
+        for i in order:
+            out[i].append(backend.time(make(i), per_round, warmup))
+            tick()
+    return [np.concatenate(x) for x in out]
+
+
+def _check_args(platform: Platform, threads: int, repeats: int, warmup: int, runtime: str = "onnxruntime") -> None:
+    if not platform.this_machine:
         raise RegistryError(
-            f"cannot profile '{platform.name}' here: only a platform that describes this machine with runtime "
-            f"onnxruntime (this_machine = true, like host-cpu) can be measured; others use estimated tables")
+            f"cannot profile '{platform.name}' here: only a platform that describes this machine "
+            f"(this_machine = true, like host-cpu) can be measured; for a phone, use slimzoo profile-kit")
+    if runtime not in RUNTIMES:
+        raise RegistryError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime" and platform.runtime != "onnxruntime":
+        raise RegistryError(f"cannot profile '{platform.name}' with onnxruntime: its runtime is {platform.runtime}")
     if threads < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"need threads >= 1, repeats >= 1, warmup >= 0; got {threads}, {repeats}, {warmup}")
 
 
+# -- profiling ------------------------------------------------------------------------------------------------
 def profile_platform(spec: ArchSpec, platform: Platform, threads: int = 1, repeats: int = DEFAULT_REPEATS,
                      warmup: int = DEFAULT_WARMUP, progress: ProgressCallback | None = None, seed: int = 0,
-                     rounds: int = DEFAULT_ROUNDS) -> LatencyTable:
-    """Measure every layer of ``spec`` at every width choice with ONNX Runtime on this machine.
+                     rounds: int = DEFAULT_ROUNDS, quantile: float | None = DEFAULT_QUANTILE,
+                     runtime: str = "onnxruntime", network_check: bool = True, spinning: bool = True) -> LatencyTable:
+    """Measure every layer of ``spec`` at every width choice on this machine: the per-layer table.
 
     ``repeats`` timed runs per cell are split over ``rounds`` passes, each over the cells in a fresh shuffled
-    order, so a burst of load on a shared machine (another job, a frequency change) lands on a few runs of many
-    cells instead of on every run of the few cells timed during it. The median over all runs is the term, its
-    interquartile range the spread. ``progress(done, total)`` is called after each cell, for a progress bar.
+    order (see :func:`_campaign`). A cell's term is the ``quantile`` (percent; None = median) of its pooled runs
+    minus the same statistic of the identity model, its interquartile range the spread. ``progress(done,
+    total)`` is called after each cell, for a progress bar. This is the *prior* of :func:`profile_and_fit`;
+    alone, it predicts a whole network only as well as layers timed apart add up.
     """
-    import onnx
-    import onnxruntime as ort
-
-    _check_args(platform, threads, repeats, warmup)
-    rounds = max(1, min(rounds, repeats))
+    _check_args(platform, threads, repeats, warmup, runtime)
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    timer = _CellTimer(threads, rng)
+    backend = _backend(runtime, threads, rng, spinning)
     cells: list[tuple[LayerSpec, tuple[int, ...], int, int]] = []
     for layer in spec.layers:
         _, grid = layer_grid(spec, layer)
         cells.extend((layer, index, c_in, c_out) for index, c_in, c_out in grid)
+    rounds = max(1, min(rounds, repeats))
     total = rounds * (len(cells) + 1)
-    identity = _identity_model(rng)
-    runs: dict[int, list[np.ndarray]] = {i: [] for i in range(-1, len(cells))}  # -1: the identity model
     done = 0
-    try:
-        for r in range(rounds):
-            per_round = repeats // rounds + (1 if r < repeats % rounds else 0)
-            order = [-1, *range(len(cells))]
-            random.Random(seed * 1000 + r).shuffle(order)
-            for i in order:
-                if i < 0:
-                    runs[i].append(timer.time(*identity, per_round, warmup, strip=False))
-                else:
-                    layer, _, c_in, c_out = cells[i]
-                    runs[i].append(timer.time(*_layer_model(layer, c_in, c_out, rng), per_round, warmup))
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-    finally:
-        timer.close()
 
-    overhead, overhead_iqr = _median_iqr(np.concatenate(runs[-1]))
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    def make(i: int) -> Probe:
+        if i == 0:
+            return backend.identity()
+        layer, _, c_in, c_out = cells[i - 1]
+        return backend.cell(layer, c_in, c_out)
+
+    try:
+        runs = _campaign(len(cells) + 1, make, backend, repeats, rounds, warmup, seed, tick)
+        facts = backend.facts(rounds * len(cells))
+        version = backend.version()
+    finally:
+        backend.close()
+
+    overhead = _statistic(runs[0], quantile)
+    overhead_median, overhead_iqr = _median_iqr(runs[0])
     terms = {layer.name: np.zeros(layer_grid(spec, layer)[0]) for layer in spec.layers}
     spread = {name: np.zeros(t.shape) for name, t in terms.items()}
-    for i, (layer, index, _, _) in enumerate(cells):
-        median, iqr = _median_iqr(np.concatenate(runs[i]))
-        terms[layer.name][index] = max(median - overhead, MIN_TERM_MS)
-        spread[layer.name][index] = iqr
+    for (layer, index, _, _), times in zip(cells, runs[1:], strict=True):
+        terms[layer.name][index] = max(_statistic(times, quantile) - overhead, MIN_TERM_MS)
+        spread[layer.name][index] = _median_iqr(times)[1]
 
     table = LatencyTable(arch_key=spec.key(), platform=platform.name, source="measured", provenance={},
                          offset_ms=overhead, terms=terms, spread=spread)
-    # Check the additive model against whole networks at both ends of the width range: a user reading the table
-    # should see how far offset + sum of terms is from a real inference on this machine.
-    network_check: dict[str, dict[str, float]] = {}
-    for label, config in (("smallest", spec.smallest()), ("largest", spec.largest())):
-        measured = measure_network(spec, config, threads=threads, repeats=repeats, warmup=warmup, seed=seed)
-        network_check[label] = {"predicted_ms": round(table.predict(spec, config), 4),
-                                "measured_ms": round(measured, 4)}
     host = host_cpu_facts()
     table.provenance = {
-        "method": "onnxruntime per-layer profiling (median of repeated runs minus the identity-model overhead)",
+        "method": f"{runtime} per-layer profiling ({statistic_name(quantile)} of repeated runs minus the "
+                  f"identity model's)",
         "cpu_model": host["cpu_model"],
         "cores": host["cores"],
         "threads": threads,
-        "runtime": "onnxruntime",
-        "runtime_version": ort.__version__,
-        "onnx_version": onnx.__version__,
-        "opset": OPSET,
-        "graph_optimization": "ORT_ENABLE_ALL",
-        "execution_mode": "sequential",
-        "nchwc_block": timer.block,
-        "boundary_reorders_removed": f"{timer.stripped} of {rounds * len(cells)} cell timings",
+        "runtime": runtime,
+        "runtime_version": version,
+        **facts,
+        "statistic": statistic_name(quantile),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "repetitions": repeats,
         "rounds": rounds,
         "warmup": warmup,
         "cells": len(cells),
         "identity_overhead_ms": overhead,
+        "identity_overhead_median_ms": overhead_median,
         "identity_overhead_iqr_ms": overhead_iqr,
         "seed": seed,
-        "network_check": network_check,
-        "wall_s": round(time.perf_counter() - started, 1),
     }
+    if network_check:
+        # Check the additive model against whole networks at both ends of the width range: a user reading the
+        # table should see how far offset + sum of terms is from a real inference on this machine.
+        check: dict[str, dict[str, float]] = {}
+        ends = [spec.smallest(), spec.largest()]
+        measured = measure_networks(spec, ends, threads=threads, runs=repeats, rounds=rounds, warmup=warmup,
+                                    quantile=quantile, seed=seed, runtime=runtime, spinning=spinning)
+        for label, config, m in zip(("smallest", "largest"), ends, measured, strict=True):
+            check[label] = {"predicted_ms": round(table.predict(spec, config), 4), "measured_ms": round(m["ms"], 4)}
+        table.provenance["network_check"] = check
+    table.provenance["wall_s"] = round(time.perf_counter() - started, 1)
     return table
 
 
-def measure_network(spec: ArchSpec, config: Mapping[str, int], threads: int = 1, repeats: int = 200,
-                    warmup: int = 20, seed: int = 0) -> float:
-    """Median latency (ms) of the whole network at ``config``, built from the same per-layer pieces.
+def measure_networks(spec: ArchSpec, configs: Sequence[Mapping[str, int]], threads: int = 1,
+                     runs: int = DEFAULT_NETWORK_RUNS, rounds: int = DEFAULT_NETWORK_ROUNDS,
+                     warmup: int = DEFAULT_WARMUP, quantile: float | None = DEFAULT_QUANTILE, seed: int = 0,
+                     runtime: str = "onnxruntime", progress: ProgressCallback | None = None,
+                     spinning: bool = True) -> list[dict[str, float]]:
+    """Whole-network latency of each config, timed end to end in interleaved rounds (see :func:`_campaign`).
 
-    This is the ground truth a per-layer table is checked against: if ``offset + sum of terms`` strays far from
-    it, the additive model (or the overhead subtraction) does not hold on this machine.
+    Returns one ``{"ms", "median_ms", "iqr_ms", "runs"}`` per config, ``ms`` being the ``quantile`` statistic.
+    A config listed twice is measured twice, independently: that is how the noise is measured.
     """
-    config = spec.validate(config)
-    rng = np.random.default_rng(seed)
-    g = _Graph(rng)
-    first = spec.layers[0]
-    c_in0, _ = spec.channels(first, config)
-    x = g.input("x", (1, c_in0, first.in_hw, first.in_hw))
-    # The residual input of a layer is the latest tensor whose width is set by the same variable as its output.
-    produced: dict[object, str] = {}
-    out_shape: tuple[int, ...] = ()
-    for layer in spec.layers:
-        c_in, c_out = spec.channels(layer, config)
-        x = g.layer(layer, c_in, c_out, x, produced.get(layer.c_out) if layer.residual else None)
-        produced[layer.c_out] = x
-        out_shape = _out_shape(layer, c_out)
-    times = _time_runs(g.model(x, out_shape), g.feeds, _session_options(threads), repeats, warmup)
-    return _median_iqr(times)[0]
+    configs = [spec.validate(c) for c in configs]
+    if threads < 1 or runs < 1 or warmup < 0:
+        raise ValueError(f"need threads >= 1, runs >= 1, warmup >= 0; got {threads}, {runs}, {warmup}")
+    backend = _backend(runtime, threads, np.random.default_rng(seed), spinning)
+    rounds = max(1, min(rounds, runs))
+    total, done = rounds * len(configs), 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    try:
+        times = _campaign(len(configs), lambda i: backend.network(spec, configs[i], seed), backend, runs, rounds,
+                          warmup, seed + 1, tick)
+    finally:
+        backend.close()
+    out = []
+    for t in times:
+        median, iqr = _median_iqr(t)
+        out.append({"ms": _statistic(t, quantile), "median_ms": median, "iqr_ms": iqr, "runs": int(t.size)})
+    return out
+
+
+def measure_network(spec: ArchSpec, config: Mapping[str, int], threads: int = 1, repeats: int = 200,
+                    warmup: int = 20, seed: int = 0, quantile: float | None = None, rounds: int = 1,
+                    runtime: str = "onnxruntime") -> float:
+    """Latency (ms) of the whole network at ``config``, built from the same per-layer pieces.
+
+    The median of ``repeats`` runs in one session by default (``quantile`` and ``rounds`` as in
+    :func:`measure_networks` for a noise-resistant number).
+    """
+    return measure_networks(spec, [config], threads=threads, runs=repeats, rounds=rounds, warmup=warmup,
+                            quantile=quantile, seed=seed, runtime=runtime)[0]["ms"]
+
+
+def sample_configs(spec: ArchSpec, samples: int, holdout: int, seed: int = 0,
+                   uniform: bool = True) -> tuple[list[WidthConfig], list[WidthConfig]]:
+    """(fit configs, held-out configs): ``samples`` distinct random configs of which ``holdout`` are held out,
+    plus, on the fit side, the uniform-width ones (one per multiplier of the spec). Random configs alternate
+    between independent uniform choices and choices around a random overall width (:func:`_random_at_level`).
+    """
+    if samples < 0 or not 0 <= holdout <= samples:
+        raise ConfigError(f"need 0 <= holdout <= samples, got samples={samples}, holdout={holdout}")
+    rng = random.Random(seed)
+    fit: list[WidthConfig] = []
+    seen: set[WidthConfig] = set()
+    if uniform:
+        for multiplier in sorted(set(spec.multipliers)):
+            config = spec.uniform(multiplier)
+            if config not in seen:
+                seen.add(config)
+                fit.append(config)
+    randoms: list[WidthConfig] = []
+    attempts = 0
+    while len(randoms) < samples:
+        attempts += 1
+        if attempts > 100 * samples + 1000:
+            raise ConfigError(f"{spec.key()} has too few distinct width configs for {samples} random samples")
+        config = spec.random(rng) if len(randoms) % 2 == 0 else _random_at_level(spec, rng)
+        if config not in seen:
+            seen.add(config)
+            randoms.append(config)
+    return fit + randoms[holdout:], randoms[:holdout]
+
+
+def _random_at_level(spec: ArchSpec, rng: random.Random) -> WidthConfig:
+    """A random config around a random overall width: each variable's choice index is drawn within +-1.5 steps
+    of ``level * (choices - 1)``, ``level`` uniform in [0, 1].
+
+    Independent uniform choices (:meth:`ArchSpec.random`) all land near the middle of the latency range (a sum of
+    many independent terms); the search, though, picks configs anywhere from the smallest to the largest. Half the
+    random samples are drawn this way so that the fit and the held-out check cover the whole range.
+    """
+    level = rng.random()
+    values = {}
+    for v in spec.variables:
+        centre = level * (len(v.choices) - 1)
+        index = min(len(v.choices) - 1, max(0, round(centre + rng.uniform(-1.5, 1.5))))
+        values[v.name] = v.choices[index]
+    return WidthConfig(values)
+
+
+def repeat_configs(heldout: Sequence[WidthConfig], configs: int, copies: int) -> list[tuple[int, WidthConfig]]:
+    """(group, config) pairs: ``copies`` independent measurements of each of the first ``configs`` held-out
+    configs, to measure what noise is left after the rounds and the percentile."""
+    if copies < 2:
+        return []
+    return [(g, c) for g, c in enumerate(heldout[:configs]) for _ in range(copies)]
+
+
+def profile_and_fit(spec: ArchSpec, platform: Platform, threads: int = 1, samples: int = DEFAULT_SAMPLES,
+                    holdout: int | None = None, runtime: str = "onnxruntime", repeats: int = DEFAULT_REPEATS,
+                    rounds: int = DEFAULT_ROUNDS, network_runs: int = DEFAULT_NETWORK_RUNS,
+                    network_rounds: int = DEFAULT_NETWORK_ROUNDS, warmup: int = DEFAULT_WARMUP,
+                    quantile: float | None = DEFAULT_QUANTILE, noise_configs: int = 4, noise_copies: int = 3,
+                    seed: int = 0, progress: Callable[..., None] | None = None,
+                    fit_settings: Any = None, spinning: bool = True) -> LatencyTable:
+    """Per-layer table, whole networks, constrained least-squares fit, held-out accuracy: ``slimzoo profile``.
+
+    ``samples`` random configs are drawn, ``holdout`` of them (default a third) are held out: measured like the
+    others but never shown to the fit, so the accuracy recorded in ``provenance["fit"]`` is what the table does
+    on networks it has not seen. The uniform-width configs join the fit set. ``noise_configs`` held-out configs
+    are measured ``noise_copies`` more times as independent probes (``repeat`` samples) to record the noise.
+    ``progress(done, total, status)`` follows both phases.
+    """
+    from slimzoo.platforms.fit import FitSettings, fit_from_samples
+
+    _check_args(platform, threads, repeats, warmup, runtime)
+    holdout = samples // 3 if holdout is None else holdout
+    fit_configs, heldout_configs = sample_configs(spec, samples, holdout, seed)
+    repeats_ = repeat_configs(heldout_configs, noise_configs, noise_copies)
+    network_configs = [*fit_configs, *heldout_configs, *(c for _, c in repeats_)]
+    n_cells = sum(int(np.prod(layer_grid(spec, layer)[0])) for layer in spec.layers)
+    layer_total = max(1, min(rounds, repeats)) * (n_cells + 1)
+    net_total = max(1, min(network_rounds, network_runs)) * len(network_configs)
+
+    def phase(offset: int, status: str) -> ProgressCallback:
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress(offset + done, layer_total + net_total, status)
+        return report
+
+    started = time.perf_counter()
+    prior = profile_platform(spec, platform, threads=threads, repeats=repeats, warmup=warmup,
+                             progress=phase(0, "layer variants"), seed=seed, rounds=rounds, quantile=quantile,
+                             runtime=runtime, network_check=False, spinning=spinning)
+    measured = measure_networks(spec, network_configs, threads=threads, runs=network_runs, rounds=network_rounds,
+                                warmup=warmup, quantile=quantile, seed=seed, runtime=runtime,
+                                progress=phase(layer_total, "whole networks"), spinning=spinning)
+    records: list[dict[str, Any]] = []
+    splits = ["fit"] * len(fit_configs) + ["heldout"] * len(heldout_configs) + ["repeat"] * len(repeats_)
+    groups: list[int | None] = [None] * (len(fit_configs) + len(heldout_configs)) + [g for g, _ in repeats_]
+    for config, m, split, group in zip(network_configs, measured, splits, groups, strict=True):
+        record: dict[str, Any] = {"config": config.to_json(), "measured_ms": m["ms"], "split": split,
+                                  "median_ms": m["median_ms"], "iqr_ms": m["iqr_ms"], "runs": m["runs"]}
+        if group is not None:
+            record["group"] = group
+        records.append(record)
+    table = fit_from_samples(spec, prior, records, fit_settings or FitSettings())
+    table.provenance.update({
+        "method": f"{runtime}: per-layer profiling, corrected by constrained least squares on whole-network "
+                  f"measurements",
+        "networks": {"fit": len(fit_configs), "heldout": len(heldout_configs), "repeat": len(repeats_),
+                     "runs": network_runs, "rounds": max(1, min(network_rounds, network_runs)),
+                     "statistic": statistic_name(quantile), "seed": seed},
+        "wall_s": round(time.perf_counter() - started, 1),
+    })
+    return table
 
 
 def save_measured_table(table: LatencyTable, user_dir: Path | None = None) -> Path:
@@ -441,13 +962,28 @@ def save_measured_table(table: LatencyTable, user_dir: Path | None = None) -> Pa
 def time_onnx_file(path: Path, threads: int = 1, repeats: int = 200, warmup: int = 20,
                    seed: int = 0) -> tuple[float, float]:
     """(median, IQR) in ms of an exported ONNX model at batch 1, timed exactly as the profiler times networks."""
+    times = _time_file_runs(Path(path), threads, repeats, warmup, seed)
+    return _median_iqr(times)
+
+
+def time_tflite_file(path: Path, threads: int = 1, repeats: int = 200, warmup: int = 20,
+                     seed: int = 0) -> tuple[float, float]:
+    """(median, IQR) in ms of a ``.tflite`` model at batch 1 with the LiteRT interpreter."""
+    times = _time_file_runs(Path(path), threads, repeats, warmup, seed)
+    return _median_iqr(times)
+
+
+def _time_file_runs(path: Path, threads: int, repeats: int, warmup: int, seed: int) -> np.ndarray:
+    """Per-run times (ms) of a model file (``.onnx`` with ONNX Runtime, ``.tflite`` with LiteRT), random inputs."""
+    rng = np.random.default_rng(seed)
+    data = path.read_bytes()
+    if path.suffix == ".tflite":
+        return _time_tflite(data, {}, threads, repeats, warmup)
     import onnxruntime as ort
 
-    probe = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(seed)
+    probe = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     feeds = {}
     for inp in probe.get_inputs():
         shape = [1 if not isinstance(d, int) else d for d in inp.shape]
         feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
-    times = _time_runs(Path(path).read_bytes(), feeds, _session_options(threads), repeats, warmup)
-    return _median_iqr(times)
+    return _time_runs(data, feeds, _session_options(threads), repeats, warmup)

@@ -1,12 +1,24 @@
 """Datasets. The embedded one is scikit-learn's bundled digits (real handwritten digits, shipped inside the
 scikit-learn package, so nothing is downloaded), upsampled from 8x8 to the network's input size with a fixed
-train/validation split. Larger datasets are read from a local directory the user names.
+train/validation split. Larger datasets are read from a local directory the user names, never downloaded:
+
+* ``cifar100``: the standard CIFAR-100 "python version" (the ``cifar-100-python`` folder with ``train``,
+  ``test`` and ``meta``, or the folder that contains it); validation is the official test split.
+* ``imagefolder``: any ImageFolder tree, ``DIR/<class>/<image>``, or ``DIR/train/<class>/...`` with
+  ``DIR/val/<class>/...`` (or ``test``); without a split, a fixed 20% of each class is held out.
+
+Everything is held in memory as normalised float tensors (per-channel mean and std of the training split);
+training batches get the standard 32x32 augmentation: random crop with zero padding (4 pixels; 2 for the
+upsampled digits) and horizontal flips where they are valid (not for digits).
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +44,8 @@ class ArrayDataset:
     mean: list[float]
     std: list[float]
     flip: bool  # whether horizontal flips are a valid augmentation (not for digits)
+    crop_pad: int = 2  # random-crop padding of the augmentation, in pixels
+    source: str = ""  # the directory it was read from ("" for embedded data)
 
     @property
     def input_shape(self) -> list[int]:
@@ -39,13 +53,14 @@ class ArrayDataset:
 
     def train_batches(self, batch_size: int, generator: torch.Generator, augment: bool = True,
                       ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Shuffled mini-batches for one epoch, with random-crop (pad 2) augmentation."""
+        """Shuffled mini-batches for one epoch (the last partial batch is dropped), with random-crop and (where
+        allowed) flip augmentation. All randomness comes from ``generator``."""
         order = torch.randperm(len(self.train_x), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[start:start + batch_size]
             x = self.train_x[idx]
             if augment:
-                x = random_crop(x, 2, generator)
+                x = random_crop(x, self.crop_pad, generator)
                 if self.flip:
                     flip = torch.rand(len(x), generator=generator) < 0.5
                     x = torch.where(flip[:, None, None, None], x.flip(3), x)
@@ -89,10 +104,191 @@ def load_digits_dataset(input_size: int = 32) -> ArrayDataset:
                         [str(i) for i in range(10)], [mean], [std], flip=False)
 
 
-DATASETS = {"digits": load_digits_dataset}
+def _normalised(train: Tensor, val: Tensor) -> tuple[Tensor, Tensor, list[float], list[float]]:
+    """Normalise float images (N, C, H, W, in [0, 1]) with the training split's per-channel mean and std."""
+    mean = train.mean(dim=(0, 2, 3))
+    std = train.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    m, s = mean[None, :, None, None], std[None, :, None, None]
+    return (train - m) / s, (val - m) / s, [float(v) for v in mean], [float(v) for v in std]
 
 
-def load_dataset(name: str, input_size: int = 32) -> ArrayDataset:
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset '{name}'{suggest(name, DATASETS)}; known: {', '.join(DATASETS)}")
-    return DATASETS[name](input_size=input_size)
+# -- CIFAR-100 ----------------------------------------------------------------------------------------------
+CIFAR100_FILES = ("train", "test", "meta")
+CIFAR100_TRAIN_SIZE = 50_000
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """The CIFAR "python version" files are pickles: reading that format needs ``pickle``, and this is the only
+    place slimzoo unpickles anything (checkpoints never are). To keep a hostile file from running code, only
+    the globals a pickled numpy array needs are resolved; anything else is refused."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"): ("numpy", "ndarray"),
+        ("numpy", "dtype"): ("numpy", "dtype"),
+        ("_codecs", "encode"): ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        target = self.ALLOWED.get((module, name))
+        if target is None:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(*target)
+
+
+def _read_cifar_file(path: Path) -> dict[bytes, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = _CifarUnpickler(handle, encoding="bytes").load()  # CIFAR's own format is a pickle
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # truncated or foreign files raise many types
+        raise DatasetError(f"{path}: not a CIFAR-100 python-format file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: not a CIFAR-100 python-format file (expected a dict, got "
+                           f"{type(data).__name__})")
+    return {k.encode() if isinstance(k, str) else k: v for k, v in data.items()}
+
+
+def _cifar_split(path: Path, n_classes: int) -> tuple[Tensor, Tensor]:
+    data = _read_cifar_file(path)
+    for key in (b"data", b"fine_labels"):
+        if key not in data:
+            raise DatasetError(f"{path}: not a CIFAR-100 python-format file (no '{key.decode()}' entry)")
+    images = np.asarray(data[b"data"])
+    labels = np.asarray(data[b"fine_labels"])
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32:
+        raise DatasetError(f"{path}: 'data' must be uint8 rows of 3072 pixels, got {images.dtype} "
+                           f"{tuple(images.shape)}")
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{path}: 'fine_labels' must be {len(images)} integers, got {labels.dtype} "
+                           f"{tuple(labels.shape)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DatasetError(f"{path}: labels must be in 0..{n_classes - 1}, got {labels.min()}..{labels.max()}")
+    x = torch.from_numpy(images.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def load_cifar100_dataset(data_dir: Path | str | None, input_size: int = 32) -> ArrayDataset:
+    """CIFAR-100 (fine labels) from ``data_dir`` in its standard python format; never downloads."""
+    if data_dir is None:
+        raise DatasetError("cifar100 needs --data-dir: the folder holding cifar-100-python/ (train, test, meta); "
+                           "slimzoo never downloads data")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset directory")
+    folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
+    missing = [name for name in CIFAR100_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DatasetError(f"{folder}: not a CIFAR-100 python-format directory (missing {', '.join(missing)}; "
+                           f"expected cifar-100-python/ with train, test, meta)")
+    meta = _read_cifar_file(folder / "meta")
+    names = meta.get(b"fine_label_names")
+    if not isinstance(names, list) or not names:
+        raise DatasetError(f"{folder / 'meta'}: no 'fine_label_names' list")
+    class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    train_x, train_y = _cifar_split(folder / "train", len(class_names))
+    val_x, val_y = _cifar_split(folder / "test", len(class_names))
+    if len(train_x) == 0 or len(val_x) == 0:
+        raise DatasetError(f"{folder}: the train or test split is empty")
+    if input_size != 32:
+        train_x = F.interpolate(train_x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+        val_x = F.interpolate(val_x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    train_x, val_x, mean, std = _normalised(train_x, val_x)
+    return ArrayDataset("cifar100", train_x, train_y, val_x, val_y, class_names, mean, std, flip=True,
+                        crop_pad=4, source=str(folder))
+
+
+# -- ImageFolder --------------------------------------------------------------------------------------------
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGEFOLDER_VAL_FRACTION = 0.2
+IMAGEFOLDER_SPLIT_SEED = 0
+
+
+def _scan_classes(root: Path) -> dict[str, list[Path]]:
+    classes = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if files:
+            classes[sub.name] = files
+    return classes
+
+
+def _load_images(files: list[Path], input_size: int) -> Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    out = np.empty((len(files), input_size, input_size, 3), dtype=np.uint8)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+                if rgb.size != (input_size, input_size):
+                    rgb = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR)
+                out[i] = np.asarray(rgb)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DatasetError(f"{path}: cannot read image ({exc})") from None
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
+
+
+def load_imagefolder_dataset(data_dir: Path | str | None, input_size: int = 32) -> ArrayDataset:
+    """Any ImageFolder tree (see the module docstring), resized to ``input_size``, RGB, flips allowed."""
+    if data_dir is None:
+        raise DatasetError("imagefolder needs --data-dir: a folder with one sub-folder of images per class")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset directory")
+    val_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    if (root / "train").is_dir() and val_dir is not None:
+        train, val = _scan_classes(root / "train"), _scan_classes(val_dir)
+        if not train:
+            raise DatasetError(f"{root / 'train'}: no class folders with images")
+        unknown = sorted(set(val) - set(train))
+        if unknown:
+            raise DatasetError(f"{val_dir}: classes not in the training split: {', '.join(unknown)}")
+        class_names = sorted(train)
+        index = {name: i for i, name in enumerate(class_names)}
+        train_files = [(f, index[c]) for c in class_names for f in train[c]]
+        val_files = [(f, index[c]) for c in sorted(val) for f in val[c]]
+    else:
+        classes = _scan_classes(root)
+        if not classes:
+            raise DatasetError(f"{root}: no class folders with images (expected DIR/<class>/<image>, "
+                               f"images: {', '.join(IMAGE_EXTENSIONS)})")
+        class_names = sorted(classes)
+        rng = np.random.default_rng(IMAGEFOLDER_SPLIT_SEED)
+        train_files, val_files = [], []
+        for label, name in enumerate(class_names):
+            files = [classes[name][i] for i in rng.permutation(len(classes[name]))]
+            n_val = int(round(len(files) * IMAGEFOLDER_VAL_FRACTION)) if len(files) > 1 else 0
+            val_files += [(f, label) for f in files[:n_val]]
+            train_files += [(f, label) for f in files[n_val:]]
+    if len(class_names) < 2:
+        raise DatasetError(f"{root}: need at least 2 classes, found {len(class_names)}")
+    if not val_files:
+        raise DatasetError(f"{root}: no validation images (too few images per class to hold 20% out)")
+    train_x = _load_images([f for f, _ in train_files], input_size)
+    val_x = _load_images([f for f, _ in val_files], input_size)
+    train_y = torch.tensor([y for _, y in train_files], dtype=torch.int64)
+    val_y = torch.tensor([y for _, y in val_files], dtype=torch.int64)
+    train_x, val_x, mean, std = _normalised(train_x, val_x)
+    return ArrayDataset("imagefolder", train_x, train_y, val_x, val_y, class_names, mean, std, flip=True,
+                        crop_pad=4, source=str(root))
+
+
+DATASETS = ("digits", "cifar100", "imagefolder")
+
+
+def load_dataset(name: str, input_size: int = 32, data_dir: Path | str | None = None) -> ArrayDataset:
+    """Load a dataset by name; ``data_dir`` is required for the on-disk ones (never downloaded)."""
+    if name == "digits":
+        if data_dir is not None:
+            raise DatasetError("digits is embedded: --data-dir does not apply to it")
+        return load_digits_dataset(input_size=input_size)
+    if name == "cifar100":
+        return load_cifar100_dataset(data_dir, input_size=input_size)
+    if name == "imagefolder":
+        return load_imagefolder_dataset(data_dir, input_size=input_size)
+    raise DatasetError(f"unknown dataset '{name}'{suggest(name, DATASETS)}; known: {', '.join(DATASETS)}")

@@ -1,0 +1,266 @@
+"""The zoo manifest (``zoo/manifest.json``): what a zoo holds, and the checks that decide whether to trust it.
+
+The manifest is written with key-sorted JSON and holds nothing that varies between builds of the same inputs (no
+timestamps, no timings: those go to the unhashed ``build-log.json``), so the same inputs give the same bytes. It
+lists every file of the zoo with its sha256 (a Core ML package is a directory: each of its files is listed, and
+the model's own sha256 is :func:`slimzoo.fileio.tree_sha256` of the directory, i.e. its files in sorted
+relative-path order). This module knows nothing of search or export: it reads, writes and verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimzoo.errors import SlimzooError
+from slimzoo.fileio import tree_sha256, write_json
+
+FORMAT_VERSION = 1
+KIND = "slimzoo-zoo-manifest"
+MANIFEST_NAME = "manifest.json"
+BUILD_LOG_NAME = "build-log.json"  # timings and measured latencies: varies run to run, never checksummed
+UNHASHED = (MANIFEST_NAME, BUILD_LOG_NAME)
+
+
+class ManifestError(SlimzooError):
+    """The zoo or its manifest cannot be read (missing, truncated, another format version): exit 2."""
+
+    exit_code = 2
+
+
+def content_hash(data: Any) -> str:
+    """sha256 of ``data`` as canonical JSON (sorted keys, no whitespace): the build's cache key."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    return tree_sha256(path)
+
+
+def zoo_files(zoo: Path) -> dict[str, Path]:
+    """Every regular file under ``zoo`` by posix relative path, except the manifest and the build log."""
+    zoo = Path(zoo)
+    out = {}
+    for p in sorted(zoo.rglob("*")):
+        if p.is_file() or p.is_symlink():
+            rel = p.relative_to(zoo).as_posix()
+            if rel not in UNHASHED:
+                out[rel] = p
+    return out
+
+
+def file_entries(zoo: Path, paths: list[str]) -> list[dict[str, Any]]:
+    """``{path, sha256, size_bytes}`` of each file under the given zoo-relative paths (directories expanded)."""
+    zoo = Path(zoo)
+    entries = []
+    for rel in paths:
+        p = zoo / rel
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        for q in files:
+            entries.append({"path": q.relative_to(zoo).as_posix(), "sha256": tree_sha256(q),
+                            "size_bytes": q.stat().st_size})
+    return sorted(entries, key=lambda e: e["path"])
+
+
+def write_manifest(zoo: Path, manifest: dict[str, Any]) -> Path:
+    manifest = {"format_version": FORMAT_VERSION, "kind": KIND, **manifest}
+    return write_json(Path(zoo) / MANIFEST_NAME, manifest)
+
+
+def read_manifest(zoo: Path) -> dict[str, Any]:
+    """The manifest of ``zoo``, or :class:`ManifestError` naming the file and what is wrong with it."""
+    zoo = Path(zoo)
+    path = zoo / MANIFEST_NAME
+    if not zoo.is_dir():
+        raise ManifestError(f"{zoo}: not a directory (no zoo here)")
+    if not path.is_file():
+        raise ManifestError(f"{path}: missing (not a zoo built by `slimzoo build-zoo`?)")
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not UTF-8 text (corrupted)") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not valid JSON (truncated or edited?): {exc.msg} at line {exc.lineno}") \
+            from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise ManifestError(f"{path}: not a slimzoo zoo manifest (field 'kind' should be '{KIND}')")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ManifestError(f"{path}: format_version {version!r}, this slimzoo reads version {FORMAT_VERSION}; "
+                            f"rebuild the zoo with this slimzoo (`slimzoo build-zoo`)")
+    for key, kind in (("models", list), ("files", list), ("platforms", dict)):
+        if not isinstance(data.get(key), kind):
+            raise ManifestError(f"{path}: field '{key}' missing or not a {kind.__name__}")
+    for i, model in enumerate(data["models"]):
+        if not isinstance(model, dict) or not {"platform", "format", "status"} <= set(model):
+            raise ManifestError(f"{path}: models[{i}] lacks platform/format/status")
+        if model["status"] == "ok" and not (isinstance(model.get("path"), str) and isinstance(model.get("sha256"), str)):
+            raise ManifestError(f"{path}: models[{i}] is 'ok' but lacks its path or sha256")
+    for i, entry in enumerate(data["files"]):
+        if not isinstance(entry, dict) or not (isinstance(entry.get("path"), str)
+                                               and isinstance(entry.get("sha256"), str)):
+            raise ManifestError(f"{path}: files[{i}] lacks path or sha256")
+    return data
+
+
+# -- verification ---------------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One test case of the gate: a model (``platform/format``, or ``zoo``) and one gate."""
+
+    model: str
+    gate: str
+    status: str  # pass | fail | skip
+    message: str = ""
+    warning: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"model": self.model, "gate": self.gate, "status": self.status, "message": self.message}
+        if self.warning:
+            out["warning"] = self.warning
+        return out
+
+
+@dataclass
+class CheckReport:
+    zoo: str
+    cases: list[Case] = field(default_factory=list)
+    measured: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and all(c.status != "fail" for c in self.cases)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_json(self) -> dict[str, Any]:
+        counts = {s: sum(c.status == s for c in self.cases) for s in ("pass", "fail", "skip")}
+        return {"zoo": self.zoo, "passed": self.passed, "exit_code": self.exit_code, "counts": counts,
+                "warnings": [f"{c.model}: {c.warning}" for c in self.cases if c.warning],
+                "cases": [c.to_json() for c in self.cases], "measured_latency_ms": self.measured}
+
+
+def model_id(model: dict[str, Any]) -> str:
+    return f"{model['platform']}/{model['format']}"
+
+
+def verify_files(zoo: Path, manifest: dict[str, Any]) -> list[Case]:
+    """One case per model (its files' checksums) and one for the zoo as a whole (files removed/added/edited)."""
+    zoo = Path(zoo)
+    listed = {e["path"]: e for e in manifest["files"]}
+    present = zoo_files(zoo)
+    cases = []
+    owned: set[str] = set()
+    for model in manifest["models"]:
+        if model["status"] != "ok":
+            continue
+        rel = model["path"]
+        own = sorted(p for p in listed if p == rel or p.startswith(rel + "/"))
+        sidecar = model.get("sidecar")
+        if sidecar:
+            own.append(sidecar)
+        owned.update(own)
+        problems = []
+        target = zoo / rel
+        if not target.exists():
+            problems.append(f"{target}: removed")
+        for p in own:
+            entry = listed.get(p)
+            if entry is None:
+                problems.append(f"{zoo / p}: not in the manifest's file list")
+            elif p not in present:
+                if target.exists():
+                    problems.append(f"{zoo / p}: removed")
+            elif tree_sha256(present[p]) != entry["sha256"]:
+                problems.append(f"{zoo / p}: sha256 differs from the manifest (edited)")
+        if target.is_dir():
+            for p in present:
+                if p.startswith(rel + "/") and p not in listed:
+                    problems.append(f"{zoo / p}: added (not in the manifest)")
+        if not problems and target.exists() and tree_sha256(target) != model.get("sha256"):
+            problems.append(f"{target}: sha256 differs from the manifest (edited)")
+        cases.append(Case(model_id(model), "checksum", "fail" if problems else "pass", "; ".join(problems)))
+    problems = []
+    for p in sorted(set(present) - set(listed)):
+        problems.append(f"{zoo / p}: added (not in the manifest)")
+    for p in sorted(set(listed) - set(present) - owned):
+        problems.append(f"{zoo / p}: removed")
+    for p in sorted(set(listed) & set(present) - owned):
+        if tree_sha256(present[p]) != listed[p]["sha256"]:
+            problems.append(f"{zoo / p}: sha256 differs from the manifest (edited)")
+    cases.append(Case("zoo", "files", "fail" if problems else "pass", "; ".join(problems)))
+    return cases
+
+
+def verify_budgets(manifest: dict[str, Any]) -> list[Case]:
+    """Predicted latency within the platform's budget; failed builds fail their own case; estimated tables warn."""
+    cases = []
+    for model in manifest["models"]:
+        mid = model_id(model)
+        if model["status"] != "ok":
+            cases.append(Case(mid, "build", "fail", f"not built: {model.get('reason', 'unknown reason')}"))
+            continue
+        lat, budget = model.get("predicted_latency_ms"), model.get("budget_ms")
+        source = (model.get("latency_table") or {}).get("source", "unknown")
+        warning = (f"latency table is only '{source}' (not measured on the device): the prediction is an estimate"
+                   if source != "measured" else "")
+        if not isinstance(lat, (int, float)) or not isinstance(budget, (int, float)):
+            cases.append(Case(mid, "predicted-latency", "fail", "predicted latency or budget missing", warning))
+        elif lat <= budget * (1 + 1e-9):
+            cases.append(Case(mid, "predicted-latency", "pass",
+                              f"predicted {lat:.4f} ms <= budget {budget:g} ms ({source} table)", warning))
+        else:
+            cases.append(Case(mid, "predicted-latency", "fail",
+                              f"predicted {lat:.4f} ms > budget {budget:g} ms ({source} table)", warning))
+    return cases
+
+
+def measured_case(model: dict[str, Any], measured_ms: float | None, tolerance: float, why: str = "") -> Case:
+    mid = model_id(model)
+    if measured_ms is None:
+        return Case(mid, "measured-latency", "skip", why or "runtime does not run on this machine")
+    limit = model["budget_ms"] * (1 + tolerance)
+    ok = measured_ms <= limit
+    return Case(mid, "measured-latency", "pass" if ok else "fail",
+                f"measured {measured_ms:.4f} ms {'<=' if ok else '>'} budget {model['budget_ms']:g} ms x "
+                f"(1 + {tolerance:g}) = {limit:.4f} ms")
+
+
+def junit_xml(report: CheckReport, path: Path | None = None, error: str | None = None) -> str:
+    """JUnit XML: one ``testsuite`` (slimzoo.check), one ``testcase`` per model and gate. ``error``: the zoo
+    could not be read at all, written as one errored test case so CI shows a red build, not an empty one."""
+    import xml.etree.ElementTree as ET
+
+    cases = report.cases
+    suite = ET.Element("testsuite", name="slimzoo.check", tests=str(max(len(cases), 1) if error else len(cases)),
+                       failures=str(sum(c.status == "fail" for c in cases)),
+                       errors="1" if error else "0", skipped=str(sum(c.status == "skip" for c in cases)))
+    if error:
+        case = ET.SubElement(suite, "testcase", classname="zoo", name="manifest")
+        ET.SubElement(case, "error", message=error, type="ManifestError").text = error
+    for c in cases:
+        case = ET.SubElement(suite, "testcase", classname=c.model, name=c.gate)
+        if c.status == "fail":
+            ET.SubElement(case, "failure", message=c.message, type=c.gate).text = c.message
+        elif c.status == "skip":
+            ET.SubElement(case, "skipped", message=c.message)
+        out = "\n".join(x for x in (c.message if c.status == "pass" else "",
+                                    f"WARNING: {c.warning}" if c.warning else "") if x)
+        if out:
+            ET.SubElement(case, "system-out").text = out
+    root = ET.Element("testsuites", name="slimzoo", tests=suite.get("tests", "0"),
+                      failures=suite.get("failures", "0"), errors=suite.get("errors", "0"))
+    root.append(suite)
+    ET.indent(root)
+    text = '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    if path is not None:
+        from slimzoo.fileio import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    return text

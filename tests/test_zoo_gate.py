@@ -1,0 +1,313 @@
+"""The zoo and its CI gate: build-zoo, the manifest, `slimzoo check`, `zoo list/show` and the HTML report.
+
+One small zoo (two platforms x ONNX; the other formats are exercised by the exporter tests and take minutes each
+on a shared CPU) is built once per module; each tampering test works on its own copy.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from slimzoo import api
+from slimzoo.exporters.manifest import FORMAT_VERSION, MANIFEST_NAME, ManifestError, read_manifest
+
+PLATFORMS = ["host-cpu", "pixel5"]
+FORMATS = ["onnx"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line in a subprocess: exit codes as CI sees them."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "slimzoo.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def cli_inproc(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line in this process (no interpreter + torch start-up: ~10 s each on a shared CPU)."""
+    from typer.testing import CliRunner
+
+    from slimzoo.cli import app
+
+    r = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("zoo") / "zoo"
+    summary = api.build_zoo(out, PLATFORMS, FORMATS)
+    return out, summary
+
+
+@pytest.fixture
+def copy(zoo: tuple[Path, dict], tmp_path: Path) -> Path:
+    dst = tmp_path / "zoo"
+    shutil.copytree(zoo[0], dst)
+    return dst
+
+
+def test_build_writes_manifest(zoo: tuple[Path, dict]) -> None:
+    out, summary = zoo
+    assert summary["failed"] == 0 and summary["built"] == len(PLATFORMS) * len(FORMATS)
+    m = read_manifest(out)
+    assert m["format_version"] == FORMAT_VERSION
+    assert len(m["checkpoint"]["sha256"]) == 64
+    assert {(x["platform"], x["format"]) for x in m["models"]} == {(p, f) for p in PLATFORMS for f in FORMATS}
+    for x in m["models"]:
+        assert x["status"] == "ok"
+        assert (out / x["path"]).is_file() and (out / x["sidecar"]).is_file()
+        for key in ("sha256", "size_bytes", "width_config", "parameters", "macs", "predicted_latency_ms",
+                    "budget_ms", "accuracy", "validation", "tool_versions", "latency_table", "input_hash"):
+            assert key in x, key
+        assert x["latency_table"]["source"] in ("estimated", "measured", "published")
+        assert "provenance" in x["latency_table"]
+        assert 0.0 <= x["accuracy"] <= 1.0
+    host = next(x for x in m["models"] if x["platform"] == "host-cpu")
+    assert host["measured_latency"]["runs_here"] is True
+    assert "host-cpu/onnx" in summary["measured_latency_ms"]  # in build-log.json, not in the manifest
+    assert next(x for x in m["models"] if x["platform"] == "pixel5")["measured_latency"]["runs_here"] is False
+    assert set(m["platforms"]) == set(PLATFORMS) and m["platforms"]["pixel5"]["front"]
+
+
+def test_gate_passes_clean_zoo(zoo: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = zoo
+    report = api.check_zoo(out)
+    assert report.passed, report.to_json()
+    assert any(c.warning for c in report.cases)  # built-in tables are estimates: flagged
+    junit = tmp_path / "report.xml"
+    r = cli("check", str(out), "--junit", str(junit), "--json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    data = json.loads(r.stdout)
+    assert data["passed"] and data["warnings"]
+    root = ET.parse(junit).getroot()
+    assert root.tag == "testsuites"
+    suite = root.find("testsuite")
+    assert suite is not None
+    cases = suite.findall("testcase")
+    assert int(suite.get("tests", "-1")) == len(cases) == len(report.cases)
+    assert int(suite.get("failures", "-1")) == 0
+    names = {(c.get("classname"), c.get("name")) for c in cases}
+    for p in PLATFORMS:
+        assert (f"{p}/onnx", "checksum") in names and (f"{p}/onnx", "predicted-latency") in names
+    assert ("zoo", "files") in names
+
+
+def test_gate_measure(zoo: tuple[Path, dict]) -> None:
+    out, _ = zoo
+    report = api.check_zoo(out, measure=True, tolerance=1e6)  # a shared CPU: the verdict's tolerance is wide
+    cases = {(c.model, c.gate): c for c in report.cases}
+    assert cases[("host-cpu/onnx", "measured-latency")].status == "pass"
+    assert cases[("pixel5/onnx", "measured-latency")].status == "skip"
+    strict = api.check_zoo(out, measure=True, tolerance=0.0)
+    assert "host-cpu/onnx" in strict.measured
+
+
+def _verdict(zoo: Path, junit: Path) -> tuple[int, str, ET.Element]:
+    r = cli("check", str(zoo), "--junit", str(junit))
+    return r.returncode, r.stdout + r.stderr, ET.parse(junit).getroot()
+
+
+def test_edited_file_fails(copy: Path, tmp_path: Path) -> None:
+    model = copy / "pixel5" / "pixel5.onnx"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    report = api.check_zoo(copy)
+    failed = [c for c in report.cases if c.status == "fail"]
+    assert [(c.model, c.gate) for c in failed] == [("pixel5/onnx", "checksum")]
+    assert "pixel5.onnx" in failed[0].message and "edited" in failed[0].message
+    code, text, root = _verdict(copy, tmp_path / "r.xml")
+    assert code == 1 and "pixel5.onnx" in text
+    assert int(root.find("testsuite").get("failures")) == 1  # type: ignore[union-attr]
+
+
+def test_removed_file_fails(copy: Path, tmp_path: Path) -> None:
+    (copy / "host-cpu" / "host-cpu.onnx").unlink()
+    report = api.check_zoo(copy)
+    failed = [c for c in report.cases if c.status == "fail"]
+    assert ("host-cpu/onnx", "checksum") in [(c.model, c.gate) for c in failed]
+    assert any("host-cpu.onnx: removed" in c.message for c in failed)
+    code, text, _ = _verdict(copy, tmp_path / "r.xml")
+    assert code == 1 and "removed" in text
+
+
+def test_removed_sidecar_fails(copy: Path) -> None:
+    (copy / "pixel5" / "pixel5.onnx.json").unlink()
+    report = api.check_zoo(copy)
+    assert not report.passed
+    assert any("pixel5.onnx.json: removed" in c.message for c in report.cases if c.status == "fail")
+
+
+def test_added_file_fails(copy: Path, tmp_path: Path) -> None:
+    (copy / "pixel5" / "extra.onnx").write_bytes(b"not in the manifest")
+    report = api.check_zoo(copy)
+    failed = [c for c in report.cases if c.status == "fail"]
+    assert [(c.model, c.gate) for c in failed] == [("zoo", "files")]
+    assert "extra.onnx: added" in failed[0].message
+    code, text, _ = _verdict(copy, tmp_path / "r.xml")
+    assert code == 1 and "extra.onnx" in text
+
+
+def test_other_manifest_version_fails_closed(copy: Path, tmp_path: Path) -> None:
+    path = copy / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["format_version"] = FORMAT_VERSION + 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="format_version"):
+        api.check_zoo(copy)
+    code, text, root = _verdict(copy, tmp_path / "r.xml")
+    assert code == 2 and "manifest.json" in text and "format_version" in text
+    assert root.find("testsuite/testcase/error") is not None  # the JUnit file is red, not empty
+
+
+def test_truncated_manifest_fails_closed(copy: Path, tmp_path: Path) -> None:
+    path = copy / MANIFEST_NAME
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    code, out, _ = _verdict(copy, tmp_path / "r.xml")
+    assert code == 2 and "manifest.json" in out and "truncated" in out
+    r = cli_inproc("zoo", "list", str(copy))
+    assert r.returncode == 2 and "manifest.json" in r.stderr
+
+
+def test_missing_zoo_is_exit_2(tmp_path: Path) -> None:
+    r = cli("check", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and "nowhere" in r.stderr
+
+
+def test_over_budget_fails_gate(copy: Path) -> None:
+    path = copy / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["models"][0]["budget_ms"] = data["models"][0]["predicted_latency_ms"] / 2
+    path.write_text(json.dumps(data))
+    report = api.check_zoo(copy)
+    failed = [(c.model, c.gate) for c in report.cases if c.status == "fail"]
+    assert failed == [(f"{data['models'][0]['platform']}/onnx", "predicted-latency")]
+
+
+def test_rebuild_skips_and_is_deterministic(zoo: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = zoo
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "build-log.json"}
+    summary = api.build_zoo(out, PLATFORMS, FORMATS)
+    assert summary["built"] == 0 and summary["reused"] == len(PLATFORMS) * len(FORMATS)
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "build-log.json"}
+    assert after == before
+    # build again from scratch elsewhere: same model bytes, same manifest bytes
+    other = tmp_path / "again"
+    shutil.copytree(out, other)
+    (other / "pixel5" / "pixel5.onnx").unlink()  # its checksum fails now, so it is exported again (one export:
+    summary = api.build_zoo(other, PLATFORMS, FORMATS, measure=False)  # each takes ~10-30 s on a shared CPU)
+    assert summary["built"] == 1 and summary["reused"] == len(PLATFORMS) * len(FORMATS) - 1
+    for p in PLATFORMS:
+        assert (other / p / f"{p}.onnx").read_bytes() == (out / p / f"{p}.onnx").read_bytes()
+        assert (other / p / f"{p}.onnx.json").read_bytes() == (out / p / f"{p}.onnx.json").read_bytes()
+    assert (other / MANIFEST_NAME).read_bytes() == (out / MANIFEST_NAME).read_bytes()
+
+
+def test_failed_pair_recorded_others_kept(zoo: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = zoo
+    other = tmp_path / "partial"
+    shutil.copytree(out, other)
+    # an unknown format and an infeasible budget fail; the built pairs are reused and kept
+    summary = api.build_zoo(other, ["host-cpu", "pixel5"], ["onnx", "nosuchformat"], measure=False,
+                            budgets={"host-cpu": 1e-6})
+    assert summary["failed"] == 3
+    m = read_manifest(other)
+    status = {(x["platform"], x["format"]): x for x in m["models"]}
+    assert status[("pixel5", "onnx")]["status"] == "ok"
+    assert status[("pixel5", "nosuchformat")]["status"] == "failed"
+    assert "nosuchformat" in status[("pixel5", "nosuchformat")]["reason"]
+    assert status[("host-cpu", "onnx")]["status"] == "failed"
+    assert "budget" in status[("host-cpu", "onnx")]["reason"].lower()
+    assert not (other / "host-cpu" / "host-cpu.onnx").exists()  # no file left that the manifest does not own
+    report = api.check_zoo(other)
+    failed = {(c.model, c.gate) for c in report.cases if c.status == "fail"}
+    assert failed == {("host-cpu/onnx", "build"), ("host-cpu/nosuchformat", "build"), ("pixel5/nosuchformat", "build")}
+    assert report.exit_code == 1
+
+
+def test_failed_pair_cli_exit_code(tmp_path: Path) -> None:
+    r = cli("build-zoo", "--platforms", "pixel5", "--formats", "nosuchformat", "--out", str(tmp_path / "z"))
+    assert r.returncode == 1 and "nosuchformat" in r.stderr
+    assert read_manifest(tmp_path / "z")["models"][0]["status"] == "failed"
+
+
+def test_zoo_list_and_show(zoo: tuple[Path, dict]) -> None:
+    out, _ = zoo
+    r = cli_inproc("zoo", "list", str(out))
+    assert r.returncode == 0 and "pixel5" in r.stdout and "host-cpu" in r.stdout
+    r = cli_inproc("zoo", "list", str(out), "--json")
+    assert {x["platform"] for x in json.loads(r.stdout)} == set(PLATFORMS)
+    r = cli_inproc("zoo", "show", str(out), "pixel5", "--json")
+    data = json.loads(r.stdout)
+    assert r.returncode == 0 and data["platform"] == "pixel5" and data["models"][0]["format"] == "onnx"
+    r = cli_inproc("zoo", "show", str(out), "pixel6")
+    assert r.returncode == 2 and "pixel5" in r.stderr
+
+
+class _Cells(html.parser.HTMLParser):
+    """Collect (row attrs, cell data-field, data-value) and image sources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.row: dict[str, str | None] = {}
+        self.section: str | None = None
+        self.cells: list[tuple[str | None, str | None, str | None, str, str]] = []
+        self.images: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self.section = a.get("data-platform")
+        if tag == "tr":
+            self.row = a
+        if tag == "td" and "data-value" in a:
+            self.cells.append((self.section, self.row.get("data-platform"), self.row.get("data-format"),
+                               a["data-field"] or "", a["data-value"] or ""))
+        if tag == "img":
+            self.images.append(a.get("src") or "")
+        for key in ("src", "href"):
+            if a.get(key) and not str(a[key]).startswith("data:"):
+                self.external.append(str(a[key]))
+
+
+def test_report_matches_manifest(zoo: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = zoo
+    page = tmp_path / "report.html"
+    r = cli_inproc("report", str(out), "--out", str(page))
+    assert r.returncode == 0, r.stderr
+    parser = _Cells()
+    parser.feed(page.read_text())
+    assert parser.external == []  # self-contained
+    assert len(parser.images) == len(PLATFORMS) and all(s.startswith("data:image/png;base64,") for s in parser.images)
+    m = read_manifest(out)
+    summary = {(p, f, k): v for s, p, f, k, v in parser.cells if s is None}
+    for x in m["models"]:
+        for key in ("predicted_latency_ms", "budget_ms", "accuracy", "parameters", "macs", "size_bytes"):
+            assert float(summary[(x["platform"], x["format"], key)]) == pytest.approx(x[key], rel=1e-12), key
+    for name, info in m["platforms"].items():
+        chosen = {k: float(v) for s, _, f, k, v in parser.cells if s == name and f is None}
+        assert chosen["predicted_latency_ms"] == pytest.approx(info["chosen"]["predicted_latency_ms"])
+        assert chosen["loss_proxy"] == pytest.approx(info["chosen"]["loss_proxy"])
+        sizes = {f: float(v) for s, _, f, k, v in parser.cells if s == name and k == "size_bytes" and f}
+        assert sizes == {x["format"]: x["size_bytes"] for x in m["models"] if x["platform"] == name}
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
+                    reason="headless Chromium render check: /usr/bin/chromium is not installed on this machine")
+def test_report_renders_in_chromium(zoo: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = zoo
+    page = api.zoo_report(out, tmp_path / "report.html")
+    r = subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                        page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "slimzoo zoo" in r.stdout and "pixel5" in r.stdout
