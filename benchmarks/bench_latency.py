@@ -4,6 +4,7 @@ acc10 / MAPE / Spearman / bias of three predictors: the per-layer sum, the fitte
 
     python benchmarks/bench_latency.py [--threads 1 2] [--samples 150] [--holdout 50] [--json out.json]
                                        [--plots DIR] [--runtime onnxruntime|litert] [--no-spin]
+                                       [--network-rounds 5] [--network-runs 500]
 
 Tables go to a temporary registry (the user's registry is not touched). Each thread count takes about 5-10
 minutes on a shared 2-core machine: every layer variant and ~170 whole networks, in interleaved rounds.
@@ -21,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from slimzoo.platforms import load_registry
-from slimzoo.platforms.profile import profile_and_fit, save_measured_table
+from slimzoo.platforms.profile import (DEFAULT_NETWORK_ROUNDS, DEFAULT_NETWORK_RUNS, profile_and_fit,
+                                       save_measured_table)
 from slimzoo.platforms.report import PREDICTORS, build_report, write_scatter
 from slimzoo.zoo.checkpoint import load_checkpoint
 
@@ -34,6 +36,10 @@ def main() -> None:
     parser.add_argument("--runtime", default="onnxruntime")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-spin", action="store_true", help="onnxruntime: idle pool threads sleep, not spin")
+    parser.add_argument("--network-rounds", type=int, default=DEFAULT_NETWORK_ROUNDS,
+                        help="rounds (fresh sessions) per whole network")
+    parser.add_argument("--network-runs", type=int, default=DEFAULT_NETWORK_RUNS,
+                        help="timed runs per whole network, over all rounds")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument("--plots", type=Path, default=None, help="write host-cpu-<threads>t.png scatter plots here")
     args = parser.parse_args()
@@ -50,12 +56,14 @@ def main() -> None:
         for threads in args.threads:
             started = time.perf_counter()
             fitted = profile_and_fit(spec, platform, threads=threads, samples=args.samples, holdout=args.holdout,
-                                     runtime=args.runtime, seed=args.seed, spinning=not args.no_spin)
+                                     runtime=args.runtime, seed=args.seed, spinning=not args.no_spin,
+                                     network_rounds=args.network_rounds, network_runs=args.network_runs)
             path = save_measured_table(fitted, registry.user_dir)
             report = build_report(spec, platform, fitted, str(path))
             if args.plots is not None:
                 args.plots.mkdir(parents=True, exist_ok=True)
-                name = f"host-cpu-{args.runtime}-{threads}t{'-nospin' if args.no_spin else ''}.png"
+                name = (f"host-cpu-{args.runtime}-{threads}t{'-nospin' if args.no_spin else ''}"
+                        f"-r{args.network_rounds}.png")
                 report.plot = str(write_scatter(report, args.plots / name))
             wall = time.perf_counter() - started
             noise = report.noise or {}

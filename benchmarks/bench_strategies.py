@@ -6,6 +6,11 @@ train every strategy with the same budget of steps, then search, slice, recalibr
 config; report the market-weighted accuracy ``sum_p w_p Acc(c_p)`` (mean +- std over seeds) per strategy and
 regime, and each platform's accuracy.
 
+* Every run starts from a common warm start per seed: the uniform sandwich rule for ``--warmup-steps`` steps
+  (AOWS's warm-up phase, shared by all strategies), then trains ``--steps`` steps with its strategy. Training
+  this small MobileNetV2 from scratch is slow (after 150 steps from scratch the largest config is at ~30-75%
+  accuracy depending on the learning rate, and the loss proxy is noise), so without a warm start the comparison
+  would measure noise. ``--warmup-steps 0`` trains from scratch.
 * The CRP draw and the training use the same seed, so each (regime, seed) is an independent market.
 * ``uniform`` does not depend on the weights: it is trained once per seed and scored under every regime's
   weights. ``aows`` trains for the regime's dominant platform (runs are shared between regimes with the same
@@ -14,8 +19,8 @@ regime, and each platform's accuracy.
   (largest + n_random + 1 sampled configs).
 
 This machine has 2 shared CPU cores, so the default is scaled down hard: a narrower supernet
-(``width_mult=0.5``, multipliers 0.25/0.5/0.75/1), 16x16 digits, batch 32, 150 steps per run at a peak learning
-rate of 0.02, one thread: about a minute per run, ~40 runs.
+(``width_mult=0.5``, multipliers 0.25/0.5/0.75/1), 16x16 digits, batch 32, a 300-step warm start per seed and
+150 steps per run at a peak learning rate of 0.02, one thread: about a minute per run, ~40 runs, ~1 hour.
 The built-in latency budgets are for the full-size 32x32 network; for the narrower one every budget no longer
 binds, so each platform's budget is rescaled to keep its *relative position* between that platform's fastest and
 slowest config (``--keep-budgets`` uses the registry's budgets as they are).
@@ -96,49 +101,58 @@ def run_strategies(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, Any] = json.loads(results_path.read_text())["runs"] if results_path and \
         results_path.is_file() else {}
 
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_strategies."))
+    workdir.mkdir(parents=True, exist_ok=True)
+
     def train_and_score(key: str, strategy: str, seed: int, weights: dict[str, float] | None,
-                        platform: str | None) -> dict[str, Any]:
-        if key in runs:
+                        platform: str | None, steps: int, init: Path | None, keep: Path | None = None
+                        ) -> dict[str, Any]:
+        if key in runs and (keep is None or keep.is_file()):
             return runs[key]
-        settings = TrainSettings(epochs=1, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                 n_random=args.n_random,
-                                 seed=seed, strategy=strategy, lambda_every=args.lambda_every,
-                                 val_each_epoch=False)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "ck.safetensors"
-            started = time.perf_counter()
-            api.train(out, args.dataset, settings=settings, spec_params=spec_params, input_size=args.input_size,
-                      data_dir=args.data_dir, platform=platform,
-                      weights=weights if strategy != "aows" else None,
-                      platforms=None if weights is not None and strategy != "aows" else phones,
-                      budgets=budgets, device=args.device)
-            trained = time.perf_counter() - started
-            result = api.evaluate(out, platforms=phones, budgets=budgets, data_dir=args.data_dir)
+        settings = TrainSettings(epochs=1, steps=steps, batch_size=args.batch_size, lr=args.lr,
+                                 n_random=args.n_random, seed=seed, strategy=strategy,
+                                 lambda_every=args.lambda_every, val_each_epoch=False)
+        out = keep or workdir / "run.safetensors"
+        started = time.perf_counter()
+        api.train(out, args.dataset, settings=settings, spec_params=spec_params, input_size=args.input_size,
+                  data_dir=args.data_dir, platform=platform, weights=weights if strategy != "aows" else None,
+                  platforms=None if weights is not None and strategy != "aows" else phones,
+                  budgets=budgets, device=args.device, init=init)
+        trained = time.perf_counter() - started
+        result = api.evaluate(out, platforms=phones, budgets=budgets, data_dir=args.data_dir)
         record = {"strategy": strategy, "seed": seed, "platform": platform, "train_seconds": round(trained, 1),
                   "accuracy": {r.platform: r.accuracy for r in result.results},
                   "macs": {r.platform: r.macs for r in result.results},
                   "largest": result.reference["largest"]}
         runs[key] = record
         if results_path:
-            results_path.write_text(json.dumps({"runs": runs}, indent=1, sort_keys=True))
+            results_path.write_text(json.dumps({"runs": runs}, indent=1, sort_keys=True, default=str))
         print(f"  {key}: {trained:.0f} s, acc " + " ".join(f"{p}={a:.3f}" for p, a in record["accuracy"].items()),
               file=sys.stderr, flush=True)
         return record
 
     table: dict[str, dict[str, list[float]]] = {s: {} for s in args.strategies}
     per_platform: dict[str, dict[str, list[float]]] = {s: {p: [] for p in phones} for s in args.strategies}
+    warm_starts = {}
     for seed in range(args.seeds):
+        init = None
+        if args.warmup_steps > 0:
+            init = workdir / f"warmup-seed{seed}.safetensors"
+            warm_starts[f"seed{seed}"] = train_and_score(f"warmup/seed{seed}", "uniform", seed, None, None,
+                                                         args.warmup_steps, None, keep=init)
         for alpha in args.alphas:
             weights = markets[(alpha, seed)]
             dominant = max(weights, key=lambda p: (weights[p], p))
             regime = f"alpha={alpha:g}"
             for strategy in args.strategies:
                 if strategy == "uniform":
-                    rec = train_and_score(f"uniform/seed{seed}", strategy, seed, None, None)
+                    rec = train_and_score(f"uniform/seed{seed}", strategy, seed, None, None, args.steps, init)
                 elif strategy == "aows":
-                    rec = train_and_score(f"aows/{dominant}/seed{seed}", strategy, seed, None, dominant)
+                    rec = train_and_score(f"aows/{dominant}/seed{seed}", strategy, seed, None, dominant, args.steps,
+                                          init)
                 else:
-                    rec = train_and_score(f"{strategy}/alpha{alpha:g}/seed{seed}", strategy, seed, weights, None)
+                    rec = train_and_score(f"{strategy}/alpha{alpha:g}/seed{seed}", strategy, seed, weights, None,
+                                          args.steps, init)
                 weighted = sum(w * rec["accuracy"][p] for p, w in weights.items())
                 table[strategy].setdefault(regime, []).append(weighted)
                 for p in phones:
@@ -157,6 +171,11 @@ def run_strategies(args: argparse.Namespace) -> dict[str, Any]:
         "weighted_accuracy_all_regimes": {s: stats([x for v in regs.values() for x in v]) for s, regs in
                                           table.items()},
         "platform_accuracy": {s: {p: stats(v) for p, v in plats.items()} for s, plats in per_platform.items()},
+        "warm_start": {"weighted_accuracy": {f"alpha={a:g}": stats([
+            sum(w * warm_starts[f"seed{s}"]["accuracy"][p] for p, w in markets[(a, s)].items())
+            for s in range(args.seeds)]) for a in args.alphas},
+            "platform_accuracy": {p: stats([warm_starts[k]["accuracy"][p] for k in warm_starts]) for p in phones},
+            "largest": stats([warm_starts[k]["largest"] for k in warm_starts])} if warm_starts else None,
         "runs": runs,
     }
 
@@ -167,6 +186,10 @@ def print_strategies(result: dict[str, Any]) -> None:
     print("Weighted accuracy sum_p w_p Acc(c_p), mean +- std over seeds")
     print("| strategy | " + " | ".join(regimes) + " | all regimes |")
     print("|---" * (len(regimes) + 2) + "|")
+    warm = result.get("warm_start")
+    if warm:
+        cells = [f"{100 * c['mean']:.2f} +- {100 * c['std']:.2f}" for c in warm["weighted_accuracy"].values()]
+        print("| (warm start, before the strategy phase) | " + " | ".join(cells) + " | |")
     for s in strategies:
         cells = [f"{100 * c['mean']:.2f} +- {100 * c['std']:.2f}" for c in result["weighted_accuracy"][s].values()]
         overall = result["weighted_accuracy_all_regimes"][s]
@@ -176,6 +199,9 @@ def print_strategies(result: dict[str, Any]) -> None:
     phones = result["platforms"]
     print("| strategy | " + " | ".join(phones) + " |")
     print("|---" * (len(phones) + 1) + "|")
+    if warm:
+        cells = [f"{100 * c['mean']:.2f} +- {100 * c['std']:.2f}" for c in warm["platform_accuracy"].values()]
+        print("| (warm start) | " + " | ".join(cells) + " |")
     for s in strategies:
         cells = [f"{100 * c['mean']:.2f} +- {100 * c['std']:.2f}" for c in result["platform_accuracy"][s].values()]
         print(f"| {s} | " + " | ".join(cells) + " |")
@@ -246,7 +272,10 @@ def main() -> None:
     parser.add_argument("--strategies", type=lambda t: [s for s in t.split(",") if s], default=list(STRATEGIES))
     parser.add_argument("--alphas", type=_floats, default=DEFAULT_ALPHAS, help="CRP concentrations (regimes).")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=150, help="Steps per strategy run (after the warm start).")
+    parser.add_argument("--warmup-steps", type=int, default=300, help="Uniform warm start per seed, shared by "
+                        "every strategy (0: train from scratch).")
+    parser.add_argument("--workdir", default=None, help="Where checkpoints go (warm starts are reused from here).")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.02, help="Peak learning rate (0.05, the CLI default, barely "
                         "moves in 150 steps at this scale; 0.02 reaches ~75%% largest-config accuracy).")
@@ -277,7 +306,7 @@ def main() -> None:
         result = run_strategies(args)
         print_strategies(result)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        args.json.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
 
 
 if __name__ == "__main__":

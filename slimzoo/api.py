@@ -891,6 +891,12 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
             rel = result.model_path.relative_to(out).as_posix()
             val = side["validation"]
             accuracy = val.get("accuracy_exported")
+            reference = val.get("accuracy_reference")
+            if reference is None:  # the runtime does not run here: the same config's PyTorch accuracy, if known
+                reference = next((m["validation"].get("accuracy_reference") for m in models
+                                  if m["platform"] == name and m["status"] == "ok"
+                                  and m["width_config"] == side["width_config"]
+                                  and m["validation"].get("accuracy_reference") is not None), None)
             entry.update({
                 "status": "ok", "path": rel, "sidecar": result.sidecar_path.relative_to(out).as_posix(),
                 "sha256": side["sha256"], "size_bytes": side["size_bytes"], "is_directory": result.model_path.is_dir(),
@@ -900,9 +906,11 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
                 "latency_table": {"source": info["latency_table"]["source"],
                                   "provenance": info["latency_table"]["provenance"],
                                   "sha256": info["latency_table"]["sha256"]},
-                "accuracy": accuracy if accuracy is not None else val.get("accuracy_reference"),
+                "accuracy": accuracy if accuracy is not None else reference,
                 "accuracy_of": ("the exported model" if accuracy is not None
-                                else "the sliced PyTorch model (this format's runtime does not run here)"),
+                                else "the sliced PyTorch model (this format's runtime does not run here)"
+                                if reference is not None else "not measured (this format's runtime does not run "
+                                                              "here; build with onnx too for the PyTorch figure)"),
                 "validation": val, "precision": side["precision"], "layout": side["layout"],
                 "tool_versions": side["tool_versions"],
                 "measured_latency": {"runs_here": _runs_here(info, fmt),

@@ -266,6 +266,19 @@ def test_train_writes_configs_and_evaluate_reports_the_weighted_objective(tmp_pa
     assert table.exit_code == 0, table.stderr
     assert "weighted accuracy" in table.stdout and "pixel5" in table.stdout
 
+    # --init continues from the checkpoint's weights and loss proxy (a strategy phase after a shared warm start).
+    again = tmp_path / "again.safetensors"
+    api.train(again, settings=TrainSettings(epochs=1, steps=1, batch_size=32, n_random=1, lr=0.0,
+                                            weight_decay=0.0, strategy="aows"),
+              spec_params=TINY, input_size=16, platform="pixel5", init=out)
+    follow = load_checkpoint(again)
+    weights = [k for k in ck.state if k.endswith("conv.weight")]
+    assert all(torch.equal(follow.state[k], ck.state[k]) for k in weights)  # lr 0: the weights it started from
+    assert sum(follow.meta["loss_proxy_counts"]["head"]) == sum(ck.meta["loss_proxy_counts"]["head"]) + 2
+    with pytest.raises(ConfigError, match="its architecture .* is not this run's"):
+        api.train(tmp_path / "x.safetensors", settings=TrainSettings(steps=1, batch_size=32), init=out,
+                  spec_params={"width_mult": 0.5, "multipliers": (0.5, 1.0)}, input_size=16)
+
 
 def test_cli_train_resume_and_json(tmp_path: Path) -> None:
     out = tmp_path / "ck.safetensors"

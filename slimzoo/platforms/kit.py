@@ -315,35 +315,41 @@ def read_results(path: Path, manifest: Mapping[str, Any]) -> dict[str, float]:
         raise LatencyTableError(f"{path}: no such results file") from None
     except OSError as exc:
         raise LatencyTableError(f"{path}: cannot be read ({exc.strerror})") from None
-    rows: dict[str, list[float]] = {}
     with handle:
-        reader = csv.reader(row for row in handle if row.strip() and not row.lstrip().startswith("#"))
-        header = [h.strip().lower() for h in next(reader, [])]
-        if "probe" not in header or not ({"ms", "us"} & set(header)):
-            raise LatencyTableError(f"{path}: the header must name a 'probe' column and an 'ms' or 'us' column, "
-                                    f"got {','.join(header) or 'nothing'}")
-        unit = "ms" if "ms" in header else "us"
-        at, t_at = header.index("probe"), header.index(unit)
-        for row in reader:
-            line = reader.line_num + 1
-            where = f"{path} line {line}"
-            if len(row) <= max(at, t_at):
-                raise LatencyTableError(f"{where}: expected {len(header)} columns, got {len(row)}")
-            pid, raw = row[at].strip(), row[t_at].strip()
-            if pid not in known:
-                prefix = pid.split("-", 1)[0]
-                if "-" in pid and prefix != kid:
-                    raise LatencyTableError(
-                        f"{where}: probe '{pid}' is from another architecture's kit ({prefix}); this kit is "
-                        f"{kid} ({manifest['arch_key']})")
-                raise LatencyTableError(f"{where}: no probe '{pid}' in kit {kid}")
-            try:
-                value = float(raw)
-            except ValueError:
-                raise LatencyTableError(f"{where}: time {raw!r} of probe '{pid}' is not a number") from None
-            if not math.isfinite(value) or value <= 0:
-                raise LatencyTableError(f"{where}: time {raw} {unit} of probe '{pid}' must be a finite number > 0")
-            rows.setdefault(pid, []).append(value / 1000.0 if unit == "us" else value)
+        try:
+            lines = [(n, text) for n, text in enumerate(handle.read().splitlines(), start=1)
+                     if text.strip() and not text.lstrip().startswith("#")]
+        except UnicodeDecodeError:
+            raise LatencyTableError(f"{path}: not a text (UTF-8) CSV file") from None
+    parsed = [(n, next(csv.reader([text]))) for n, text in lines]
+    if not parsed:
+        raise LatencyTableError(f"{path}: empty results file")
+    header = [h.strip().lower().lstrip("\ufeff") for h in parsed[0][1]]
+    if "probe" not in header or not ({"ms", "us"} & set(header)):
+        raise LatencyTableError(f"{path}: the header must name a 'probe' column and an 'ms' or 'us' column, "
+                                f"got {','.join(header) or 'nothing'}")
+    unit = "ms" if "ms" in header else "us"
+    at, t_at = header.index("probe"), header.index(unit)
+    rows: dict[str, list[float]] = {}
+    for line, row in parsed[1:]:
+        where = f"{path} line {line}"
+        if len(row) <= max(at, t_at):
+            raise LatencyTableError(f"{where}: expected {len(header)} columns, got {len(row)}")
+        pid, raw = row[at].strip(), row[t_at].strip()
+        if pid not in known:
+            prefix = pid.split("-", 1)[0]
+            if "-" in pid and prefix != kid:
+                raise LatencyTableError(
+                    f"{where}: probe '{pid}' is from another architecture's kit ({prefix}); this kit is "
+                    f"{kid} ({manifest['arch_key']})")
+            raise LatencyTableError(f"{where}: no probe '{pid}' in kit {kid}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise LatencyTableError(f"{where}: time {raw!r} of probe '{pid}' is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise LatencyTableError(f"{where}: time {raw} {unit} of probe '{pid}' must be a finite number > 0")
+        rows.setdefault(pid, []).append(value / 1000.0 if unit == "us" else value)
     missing = [p["id"] for p in manifest["probes"] if p["id"] not in rows]
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")

@@ -27,12 +27,13 @@ random and uniform width configs (a held-out share never shown to the fit), the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import math
+import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -547,8 +548,9 @@ def _time_tflite(model: bytes, feeds: Mapping[str, np.ndarray], threads: int, re
     """Per-invoke wall times (ms) with the LiteRT interpreter (XNNPACK, as ``benchmark_model`` runs by default)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=model, num_threads=threads)
-    interpreter.allocate_tensors()
+    with _native_stderr_silenced():  # the runtime logs "INFO: Created ... XNNPACK delegate" from C++
+        interpreter = Interpreter(model_content=model, num_threads=threads)
+        interpreter.allocate_tensors()
     for detail in interpreter.get_input_details():
         value = feeds.get(detail["name"])
         if value is None:
@@ -564,6 +566,23 @@ def _time_tflite(model: bytes, feeds: Mapping[str, np.ndarray], threads: int, re
         invoke()
         times[i] = clock() - start
     return times / 1e6
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration (native libraries write there directly)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _median_iqr(times: np.ndarray) -> tuple[float, float]:
