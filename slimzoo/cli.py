@@ -529,10 +529,11 @@ def latency_report(
         return print_json(report.to_json())
     data = report.to_json()
     where = data["measurement"]
-    console.print(f"{report.platform}: {report.table_path}\nmeasured on "
-                  f"{where.get('device') or where.get('cpu_model')}, {where.get('runtime')} "
-                  f"{where.get('runtime_version') or ''}" + (f", {where['threads']} thread(s)" if where.get('threads')
-                                                               else "") + f", {where.get('date')}", highlight=False)
+    parts = [where.get("device") or where.get("cpu_model"),
+             " ".join(str(x) for x in (where.get("runtime"), where.get("runtime_version")) if x),
+             f"{where['threads']} thread(s)" if where.get("threads") else None, where.get("date")]
+    console.print(f"{report.platform}: {report.table_path}\nmeasured on {', '.join(str(p) for p in parts if p)}",
+                  highlight=False)
     _print_accuracy({f"{name} ({'estimated' if name == 'roofline estimate' else 'measured'})": report.metrics[name]
                      for name in report.metrics},
                     f"Prediction accuracy on {len(report.measured)} held-out configs", report.noise)
