@@ -93,6 +93,13 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def write_text(path: Path | str, text: str) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
 def write_json(path: Path | str, data: Any) -> Path:
     """Atomically write ``data`` as indented, key-sorted JSON (deterministic bytes for the same data)."""
     with atomic_path(path) as tmp:

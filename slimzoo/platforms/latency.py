@@ -14,8 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +21,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from slimzoo.fileio import write_text
 from slimzoo.errors import LatencyTableError
 from slimzoo.zoo.spec import ArchSpec, LayerSpec
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SAMPLE_SPLITS", "LatencyTable", "TableSource", "atomic_write_text",
+__all__ = ["FORMAT", "FORMAT_VERSION", "SAMPLE_SPLITS", "LatencyTable", "TableSource", 
            "layer_grid"]
 
 TableSource = Literal["measured", "estimated"]
@@ -51,21 +50,6 @@ def layer_grid(spec: ArchSpec, layer: LayerSpec) -> tuple[tuple[int, ...], Itera
             yield index, c_in, c_out
 
     return shape, cells()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and ``os.replace``, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -161,7 +145,7 @@ class LatencyTable:
 
     def save(self, path: Path) -> None:
         """Write JSON atomically: a reader never sees half a table, even if profiling is interrupted."""
-        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1) + "\n")
+        write_text(Path(path), json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> LatencyTable:

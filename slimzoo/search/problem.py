@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from slimzoo.fileio import write_text
 from slimzoo.errors import BudgetError, ProblemError, suggest
 
 FORMAT = "slimzoo-search-problem"
@@ -478,23 +478,7 @@ class SearchProblem:
         A reader (or a crashed writer) never leaves a half-written problem behind, which matters because problem
         files are inputs to later commands that would otherwise fail with confusing parse errors.
         """
-        path = Path(path)
-        text = _dumps(self.to_json()) + "\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_text(path, _dumps(self.to_json()) + "\n")
 
     @classmethod
     def load(cls, path: Path | str) -> SearchProblem:
