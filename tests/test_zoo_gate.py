@@ -308,6 +308,12 @@ def test_report_matches_manifest(zoo: tuple[Path, dict], tmp_path: Path) -> None
 def test_report_renders_in_chromium(zoo: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = zoo
     page = api.zoo_report(out, tmp_path / "report.html")
-    r = subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                        page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--disable-quic", f"--user-data-dir={tmp_path / 'ud'}"]
+    r = subprocess.run(["/usr/bin/chromium", *flags, "--dump-dom", page.resolve().as_uri()],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "slimzoo zoo" in r.stdout and "pixel5" in r.stdout
+    shot = tmp_path / "shot.png"
+    r = subprocess.run(["/usr/bin/chromium", *flags, "--window-size=1200,2000", f"--screenshot={shot}",
+                        page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank
