@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from slimzoo.errors import ExportError, LatencyTableError
-from slimzoo.platforms.latency import LatencyTable, layer_grid
+from slimzoo.platforms.latency import LatencyTable, layer_cells, layer_grid
 from slimzoo.platforms.profile import (DEFAULT_QUANTILE, MIN_TERM_MS, _statistic, identity_probe,
                                        layer_probe, network_probe, repeat_configs, sample_configs, statistic_name)
 from slimzoo.platforms.registry import Platform, measured_table_path, user_registry_dir
@@ -74,7 +74,7 @@ def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: 
     fit_configs, heldout_configs = sample_configs(spec, samples, holdout, seed)
     repeats = repeat_configs(heldout_configs, noise_configs, noise_copies)
     kid, suffix = kit_id(spec), KIT_FORMATS[fmt]
-    cells = [(layer, index, c_in, c_out) for layer in spec.layers for index, c_in, c_out in layer_grid(spec, layer)[1]]
+    cells = layer_cells(spec)
     total = 1 + len(cells) + len(fit_configs) + len(heldout_configs)
     done = 0
 

@@ -52,6 +52,11 @@ def layer_grid(spec: ArchSpec, layer: LayerSpec) -> tuple[tuple[int, ...], Itera
     return shape, cells()
 
 
+def layer_cells(spec: ArchSpec) -> list[tuple[LayerSpec, tuple[int, ...], int, int]]:
+    """Every (layer, choice index, c_in, c_out) the architecture can take: what profiling and kits measure."""
+    return [(layer, index, c_in, c_out) for layer in spec.layers for index, c_in, c_out in layer_grid(spec, layer)[1]]
+
+
 @dataclass
 class LatencyTable:
     """Per-layer latency terms (ms) of one architecture on one platform.

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from slimzoo.errors import ConfigError, RegistryError
-from slimzoo.platforms.latency import LatencyTable, layer_grid
+from slimzoo.platforms.latency import LatencyTable, layer_cells, layer_grid
 from slimzoo.platforms.registry import Platform, host_cpu_facts, measured_table_path, user_registry_dir
 from slimzoo.zoo.spec import ArchSpec, LayerSpec, WidthConfig
 
@@ -735,10 +735,7 @@ def profile_platform(spec: ArchSpec, platform: Platform, threads: int = 1, repea
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     backend = _backend(runtime, threads, rng, spinning)
-    cells: list[tuple[LayerSpec, tuple[int, ...], int, int]] = []
-    for layer in spec.layers:
-        _, grid = layer_grid(spec, layer)
-        cells.extend((layer, index, c_in, c_out) for index, c_in, c_out in grid)
+    cells = layer_cells(spec)
     rounds = max(1, min(rounds, repeats))
     total = rounds * (len(cells) + 1)
     done = 0
