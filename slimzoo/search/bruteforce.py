@@ -55,5 +55,6 @@ def solve_bruteforce(problem: SearchProblem, budget: float | None = None) -> Sol
     masked = np.where(feasible, loss, np.inf)
     flat = int(np.argmin(masked))
     x = [int(i) for i in np.unravel_index(flat, lat.shape)]
-    return make_solution(problem, x, "bruteforce", True, budget=b, iterations=int(lat.size),
+    return make_solution(problem, x, "bruteforce", True, budget=b, lower_bound=float(masked.flat[flat]),
+                         iterations=int(lat.size),
                          time_ms=(time.perf_counter() - start) * 1e3)

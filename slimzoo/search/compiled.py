@@ -296,6 +296,13 @@ class Batch:
     def size(self) -> int:
         return len(self.problems)
 
+    @property
+    def constant(self) -> FloatArray:
+        """Per problem, the latency every configuration pays: the offset *plus* the 0-variable factors (layers
+        with fixed channels), i.e. the virtual root's own latency. Code that adds the fixed part back to partial
+        sums must use this, never ``offsets`` alone (issue 11: that dropped the 0-variable factors)."""
+        return self.node_lat[self.structure.root, :, 0]
+
     @classmethod
     def build(cls, problems: Sequence[SearchProblem], structure: Structure | None = None,
               rooting: str = "centre", same_shape: bool = False) -> Batch:

@@ -357,10 +357,10 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
         last = s.ops[-2]
         centre = s.final_pair
         a, b = fronts[centre], msgs[int(last.kids[0])]  # type: ignore[union-attr]
-        ia, ib = best_pairs(a, b, best_under[0] - batch.offsets, best_under[1], p_count, k)
+        ia, ib = best_pairs(a, b, best_under[0] - batch.constant, best_under[1], p_count, k)
         candidates += len(a) + len(b)
         lab = a.lab[ia]
-        root = Front(lab, a.lat[ia] + b.lat[ib] + batch.offsets[(lab // k) % p_count], a.loss[ia] + b.loss[ib],
+        root = Front(lab, a.lat[ia] + b.lat[ib] + batch.constant[(lab // k) % p_count], a.loss[ia] + b.loss[ib],
                      register(lab, a.gid[ia], b.gid[ib]))
         fronts[s.root] = root
         res_points += len(root)
@@ -464,6 +464,8 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float]) -> list[Solution |
     inc, inc_loss, lower, lam_star, certified = (warm.incumbent, warm.incumbent_loss, warm.lower, warm.lam,
                                                   warm.certified)
     best = inc[:, : s.n].copy()
+    # The certified optimum per problem: the dual bound when it closes the gap, else what the front DP proves.
+    proven = np.where(certified, lower, np.nan)
     rounds = np.zeros(p_count, dtype=np.int64)
     stats = BatchStats(batch_size=p_count, extra={"greedy_steps": warm.greedy_steps})
     todo = warm.todo
@@ -501,15 +503,25 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float]) -> list[Solution |
                 _account(stats, dp)
                 found = _best_feasible(sub, dp, budget[idx], bcap[idx], inc_loss[idx])
             still = []
-            for i, x in enumerate(found):
-                if x is not None:
-                    best[idx[i]] = x
+            for i, hit in enumerate(found):
+                if hit is not None:
+                    best[idx[i]], proven[idx[i]] = hit
                 elif frac < 1.0:
                     still.append(open_[i])  # nothing within this limit: the optimum lies above it
+                else:
+                    proven[idx[i]] = inc_loss[idx[i]]  # nothing better than the incumbent exists
             open_ = np.array(still, dtype=np.int64)
             if not open_.size:
                 break
     final_lat, final_loss = batch.canonical_latency(best), batch.canonical_loss(best)
+    # The guarantee does not rest on the DP being right: an answer whose recomputed latency is over the budget is
+    # replaced by the incumbent (checked canonically in warm_start) and loses its optimality claim.
+    over = np.flatnonzero(final_lat > bcap)
+    if over.size:
+        best[over] = inc[over, : s.n]
+        proven[over] = np.nan
+        final_lat[over] = batch.take(over).canonical_latency(best[over])
+        final_loss[over] = batch.take(over).canonical_loss(best[over])
     elapsed = (time.perf_counter() - start) * 1e3
     out: list[Solution | BudgetError] = []
     for p in range(p_count):
@@ -517,13 +529,14 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float]) -> list[Solution |
             out.append(results[p])  # type: ignore[arg-type]
             continue
         st: dict[str, object] = {"certified_by_lagrangian": bool(certified[p]), "rounds": int(rounds[p]),
-                                 "batch_size": p_count, **stats.extra}
+                                 "batch_size": p_count, "lagrangian_bound": float(lower[p]), **stats.extra}
         if rounds[p]:
             st.update(front_points=stats.front_points, largest_front=stats.largest_front,
                       candidates=stats.candidates)
-        out.append(make_solution(problems[p], best[p], "exact", True, (final_lat[p], final_loss[p]),
-                                 budget=float(budget[p]),
-                                 lam=float(lam_star[p]), lower_bound=float(lower[p]),
+        is_proven = bool(np.isfinite(proven[p]))
+        out.append(make_solution(problems[p], best[p], "exact", is_proven, (final_lat[p], final_loss[p]),
+                                 budget=float(budget[p]), lam=float(lam_star[p]),
+                                 lower_bound=float(proven[p]) if is_proven else float(lower[p]),
                                  iterations=int(warm.passes[p] + rounds[p]), time_ms=elapsed / p_count, stats=st))
     return out
 
@@ -667,19 +680,21 @@ def _account(stats: BatchStats, dp: DPResult) -> None:
 
 
 def _best_feasible(batch: Batch, dp: DPResult, budget: FloatArray, bcap: FloatArray,
-                   below: FloatArray) -> list[list[int] | None]:
-    """Per problem, the lowest-loss root point within the budget with loss < ``below``, decoded; None if none.
+                   below: FloatArray) -> list[tuple[list[int], float] | None]:
+    """Per problem, the lowest-loss root point within the budget with loss < ``below``, decoded, with the loss the
+    DP computed for it (the certified optimum); None if there is none.
 
     Within a problem's root front loss falls as latency grows, so the candidate is the last point under the cap.
-    The DP's latency sums run in another order than :meth:`SearchProblem.latency`, so it is re-checked
-    canonically, falling back to earlier points if round-off tips it over.
+    The decoded configuration's latency is always recomputed canonically (:meth:`Batch.canonical_latency`), never
+    taken from the DP's sums: a partial sum that missed a term (issue 11: the 0-variable factors) must not be
+    able to pass an over-budget configuration. Round-off at the cap falls back to earlier, faster points.
     """
     root = dp.root
     p_of = (root.lab // batch.structure.kmax) % batch.size
     # Last point under the cap per problem: points are sorted by (problem, latency).
     under = np.flatnonzero(root.lat <= bcap[p_of])
     last = under[np.r_[p_of[under][1:] != p_of[under][:-1], True]] if under.size else under
-    out: list[list[int] | None] = [None] * batch.size
+    out: list[tuple[list[int], float] | None] = [None] * batch.size
     pick = np.full(batch.size, -1, dtype=np.int64)
     pick[p_of[last]] = last
     if not last.size:
@@ -689,19 +704,19 @@ def _best_feasible(batch: Batch, dp: DPResult, budget: FloatArray, bcap: FloatAr
         return out
     xs = decode_points(batch, dp, root.gid[pick[rows]])
     sub = batch if rows.size == batch.size else batch.take(rows)
-    ok = sub.within(xs, bcap[rows], root.lat[pick[rows]])
+    ok = sub.canonical_latency(xs) <= bcap[rows]
     for r, p in enumerate(rows.tolist()):
         if ok[r]:
-            out[p] = [int(v) for v in xs[r]]
+            out[p] = ([int(v) for v in xs[r]], float(root.loss[pick[p]]))
             continue
         if dp.pairs_only:
             raise _Redo
         problem = batch.problems[p]
-        i = int(pick[p]) - 1  # round-off put the canonical latency over: try the next faster points
+        i = int(pick[p]) - 1  # the canonical latency is over: try the next faster points
         while i >= 0 and p_of[i] == p and root.loss[i] < below[p]:
             x = decode_points(batch, dp, root.gid[i:i + 1])[0]
             if problem.latency(x) <= bcap[p] and problem.loss(x) < below[p]:
-                out[p] = [int(v) for v in x]
+                out[p] = ([int(v) for v in x], float(root.loss[i]))
                 break
             i -= 1
     return out

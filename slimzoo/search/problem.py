@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slimzoo.fileio import write_text
-from slimzoo.errors import BudgetError, ProblemError, suggest
+from slimzoo.errors import BudgetError, ProblemError, SlimzooError, suggest
 
 FORMAT = "slimzoo-search-problem"
 VERSION = 1
@@ -521,13 +521,24 @@ def _dumps(obj: Any, indent: int = 0) -> str:
     return json.dumps(obj, allow_nan=False)
 
 
+class SolverError(SlimzooError):
+    """A solver broke its contract (a configuration over the budget): a bug, refused rather than returned.
+
+    :func:`make_solution` raises it, so no solver can hand an over-budget answer to a caller, whatever goes
+    wrong inside it; the CLI prints it as one line (exit code 3) like any other error.
+    """
+
+    exit_code = 3
+
+
 @dataclass
 class Solution:
     """A configuration chosen by a solver, with its predicted latency and loss proxy.
 
-    ``optimal`` is True only when the solver proves it (the exact solver always; the Lagrangian one when its
-    duality gap closes). ``lower_bound`` is a proven lower bound on the optimal loss when the solver has one,
-    so a caller can see how far from optimal a Lagrangian answer can be.
+    ``lower_bound`` is a proven lower bound on the optimal loss when the solver has one (the exact solver's is
+    the certified optimum itself; the Lagrangian one's the dual bound). ``optimal`` is True only when the
+    configuration's recomputed loss equals that bound (:func:`make_solution` checks it); ``gap`` is ``loss -
+    lower_bound``, so a caller sees how far from optimal an answer can be whenever optimality is not proven.
     """
 
     indices: list[int]
@@ -543,6 +554,13 @@ class Solution:
     time_ms: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def gap(self) -> float | None:
+        """``loss - lower_bound`` (never negative), or None without a bound: how much better the optimum could be."""
+        if self.lower_bound is None:
+            return None
+        return max(0.0, self.loss - self.lower_bound)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "solver": self.solver,
@@ -554,6 +572,7 @@ class Solution:
             "indices": list(self.indices),
             "lambda": self.lam,
             "lower_bound": self.lower_bound,
+            "gap": self.gap,
             "iterations": self.iterations,
             "time_ms": self.time_ms,
             "stats": dict(self.stats),
@@ -578,15 +597,39 @@ def infeasible(problem: SearchProblem, budget: float, fastest: float) -> BudgetE
                        f"{format_ms(fastest, budget, unit)}")
 
 
+def loss_tolerance(problem: SearchProblem) -> float:
+    """Round-off allowance when a recomputed loss is compared with a certified bound.
+
+    The same terms summed in another order (a DP, a MILP solver, :meth:`SearchProblem.loss`) differ by a few ulps
+    of the *largest terms*, not of the total (which may be near zero after cancellation), hence the scale.
+    """
+    if not problem.unary:
+        return 0.0
+    flat = np.abs(np.concatenate([np.asarray(u, dtype=np.float64) for u in problem.unary]))
+    starts = np.cumsum([0] + [len(u) for u in problem.unary[:-1]])
+    return 1e-9 * (1.0 + float(np.maximum.reduceat(flat, starts).sum()))
+
+
 def make_solution(problem: SearchProblem, indices: Sequence[int], solver: str, optimal: bool,
-                  canonical: tuple[float, float] | None = None, **fields: Any) -> Solution:
+                  canonical: tuple[float, float] | None = None, *, budget: float | None = None,
+                  lower_bound: float | None = None, **fields: Any) -> Solution:
     """Build a Solution with latency and loss evaluated canonically by the problem (not by a solver's sums).
 
-    ``canonical`` passes (latency, loss) already computed the canonical way (same terms, same order, as the
-    batched evaluation in :mod:`slimzoo.search.compiled` does), which saves re-evaluating many solutions.
+    This is the one door every solver's answer goes through, so the guarantees are enforced here rather than
+    trusted: with a ``budget``, a configuration whose recomputed latency exceeds it raises :class:`SolverError`
+    (never returned), and ``optimal`` survives only when the recomputed loss equals the certified
+    ``lower_bound`` (within :func:`loss_tolerance`). ``canonical`` passes (latency, loss) already computed the
+    canonical way (same terms, same order, as the batched evaluation in :mod:`slimzoo.search.compiled` does).
     """
     idx = [int(i) for i in indices]
     values = {name: int(ch[i]) for name, ch, i in zip(problem.names, problem.choices, idx)}
     latency, loss = canonical if canonical is not None else (problem.latency(idx), problem.loss(idx))
+    if budget is not None:
+        if not within_budget(latency, budget):
+            raise SolverError(f"internal error: the {solver} solver chose a configuration of latency "
+                              f"{format_ms(latency, budget, problem.unit)} over the budget "
+                              f"{format_ms(budget, latency, problem.unit)}; please report this problem")
+        if optimal and (lower_bound is None or abs(float(loss) - float(lower_bound)) > loss_tolerance(problem)):
+            optimal = False
     return Solution(indices=idx, values=values, latency=float(latency), loss=float(loss), solver=solver,
-                    optimal=optimal, **fields)
+                    optimal=optimal, budget=budget, lower_bound=lower_bound, **fields)

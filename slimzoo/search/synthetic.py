@@ -67,8 +67,9 @@ def random_problem(
 
     ``n_choices`` is a count, or an inclusive (low, high) range drawn per variable. ``correlated`` gives
     realistic costs (monotone trade-off), otherwise costs are arbitrary non-negative numbers. ``split_factors``
-    splits some pairwise tables into two factors (one listing its variables in reverse order) and adds unary
-    latency terms, as a real latency table does. ``budget_fraction`` sets ``budget`` that fraction of the way
+    splits some pairwise tables into two factors (one listing its variables in reverse order), adds unary
+    latency terms and moves some or all of the offset into 0-variable factors, as a real latency table does.
+    ``budget_fraction`` sets ``budget`` that fraction of the way
     from the fastest configuration's latency to that of the lowest-loss one (0 = tightest feasible budget).
     """
     if not isinstance(rng, np.random.Generator):
@@ -118,6 +119,14 @@ def random_problem(
             factors.append(LatencyFactor((a, b), table, f"{names[a]}-{names[b]}"))
     rng.shuffle(factors)  # type: ignore[arg-type]
     offset = float(rng.uniform(0.05, 0.5))
+    if split_factors and rng.random() < 0.5:
+        # Fixed latency (layers with fixed channels) as 0-variable factors, all of it or part, anywhere in the
+        # list, as a real latency table has it: issue 11's bug hid exactly there, where no test looked.
+        keep = offset * float(rng.choice([0.0, 0.5]))
+        for share in rng.dirichlet(np.ones(int(rng.integers(1, 3)))):
+            factors.insert(int(rng.integers(0, len(factors) + 1)),
+                           LatencyFactor((), np.array((offset - keep) * float(share)), "fixed"))
+        offset = keep
     problem = SearchProblem(names, choices, unary, factors, offset, None,
                             {"unit": "ms", "source": f"random_problem(shape={shape!r}, correlated={correlated})"})
     problem.validate()
