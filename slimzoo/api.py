@@ -22,18 +22,20 @@ from slimzoo.platforms import LatencyTable, load_registry
 from slimzoo.search import LatencyFactor, SearchProblem, Solution, within_budget
 from slimzoo.progress import ProgressFn, no_progress
 from slimzoo.fileio import write_json
+from slimzoo.zoo.accuracy import search_objective
 from slimzoo.zoo.checkpoint import file_sha256, load_checkpoint, loss_proxy_arrays, save_checkpoint
-from slimzoo.zoo.data import load_dataset
+from slimzoo.zoo.data import FASHION_MNIST_DIR, default_input_size, load_dataset
 from slimzoo.zoo.registry import build_spec, create_supernet
 from slimzoo.zoo.slicing import slice_supernet
 from slimzoo.zoo.spec import ArchSpec, WidthConfig
 from slimzoo.zoo.train import TrainSettings, train_supernet
 
 
-def train(out: Path, dataset: str = "digits", family: str = "mobilenetv2", settings: TrainSettings | None = None,
+def train(out: Path, dataset: str = "fashion-mnist", family: str = "mobilenetv2",
+          settings: TrainSettings | None = None,
           weights_dtype: str = "float32", progress: ProgressFn = no_progress,
           command: str | None = None, *, data_dir: Path | None = None, spec_params: dict[str, Any] | None = None,
-          input_size: int = 32, registry_dir: Path | None = None, platform: str | None = None,
+          input_size: int | None = None, registry_dir: Path | None = None, platform: str | None = None,
           platforms: list[str] | None = None, weights: dict[str, float] | None = None,
           weights_file: Path | None = None, budgets: dict[str, float] | None = None, resume: bool = False,
           log_path: Path | None = None, device: str = "auto", init: Path | None = None) -> dict[str, Any]:
@@ -66,7 +68,7 @@ def train(out: Path, dataset: str = "digits", family: str = "mobilenetv2", setti
     elif platform is not None:
         raise ProblemError(f"--platform is for the 'aows' strategy; '{settings.strategy}' uses the market weights "
                            f"(--platforms / --weights)")
-    data = load_dataset(dataset, input_size=input_size, data_dir=data_dir)
+    data = load_dataset(dataset, input_size=input_size or default_input_size(dataset), data_dir=data_dir)
     spec = build_spec(family, **{**(spec_params or {}), "input_size": data.train_x.shape[-1],
                                  "in_channels": data.train_x.shape[1], "num_classes": len(data.class_names)})
     zero = {v.name: np.zeros(len(v.choices)) for v in spec.variables}
@@ -85,8 +87,9 @@ def train(out: Path, dataset: str = "digits", family: str = "mobilenetv2", setti
     targets: dict[str, Target] = {}
     for name in names:
         plat = registry.get(name)
-        budget = _check_budget((budgets or {}).get(name, plat.latency_budget_ms))
-        problem = build_problem(spec, registry.latency_table(plat, spec), zero, budget)
+        table = registry.latency_table(plat, spec)
+        budget = _check_budget((budgets or {}).get(name, None) or registry.budget_ms(plat, spec, table))
+        problem = build_problem(spec, table, zero, budget)
         targets[name] = Target(name, market.get(name, 0.0), problem)
     check_targets(list(targets.values()))
     if platform is not None:
@@ -171,12 +174,34 @@ class PlatformSearch:
             "latency_table_source": self.table_source,
             "config": self.config.to_json(),
             "predicted_latency_ms": self.solution.latency,
+            "objective": self.problem.meta.get("objective", "proxy"),
             "loss_proxy": self.solution.loss,
+            "notes": [n for n in [budget_note(self.platform, self.problem, self.budget_ms)] if n],
             "solver": self.solution.solver,
             "optimal": self.solution.optimal,
             "search_time_ms": self.solution.time_ms,
             "uniform_baseline": self.baseline,
         }
+
+
+def budget_note(platform: str, problem: SearchProblem, budget: float) -> str | None:
+    """Words for a budget that does not bind: the configuration with the least objective already fits, so the
+    budget chose nothing (a platform then gets what it would get with no budget at all)."""
+    best = [int(np.argmin(u)) for u in problem.unary]
+    latency = problem.latency(best)
+    if within_budget(latency, budget):
+        return (f"{platform}: the budget does not bind: the least-objective configuration already fits "
+                f"({latency:.4g} <= {budget:.4g} ms)")
+    return None
+
+
+def duplicate_notes(configs: dict[str, WidthConfig]) -> list[str]:
+    """Words for platforms that got the same width config (a zoo is meant to differ per device)."""
+    groups: dict[WidthConfig, list[str]] = {}
+    for name, config in configs.items():
+        groups.setdefault(config, []).append(name)
+    return [f"{', '.join(names[:-1])} and {names[-1]} get the same configuration"
+            for names in groups.values() if len(names) > 1]
 
 
 def build_problem(spec: ArchSpec, table: LatencyTable, proxy: dict[str, np.ndarray], budget: float | None,
@@ -225,7 +250,8 @@ def _check_budget(budget_ms: float) -> float:
 
 
 def platform_problem(platform: str, budget: float | None = None, checkpoint: Path | None = None,
-                     registry_dir: Path | None = None) -> tuple[str, str, SearchProblem, ArchSpec]:
+                     registry_dir: Path | None = None, objective: str = "auto",
+                     ) -> tuple[str, str, SearchProblem, ArchSpec]:
     """The search problem slimzoo builds for ``platform``: (platform name, table source, problem, spec).
 
     The problem is validated here once (its parts come from a checked checkpoint and latency table), so solvers
@@ -235,19 +261,22 @@ def platform_problem(platform: str, budget: float | None = None, checkpoint: Pat
     registry = load_registry(registry_dir)
     plat = registry.get(platform)
     table = registry.latency_table(plat, ck.spec)
-    budget_ms = _check_budget(plat.latency_budget_ms if budget is None else budget)
-    problem = build_problem(ck.spec, table, loss_proxy_arrays(ck), budget_ms, {"checkpoint_sha256": ck.sha256})
+    budget_ms = _check_budget(registry.budget_ms(plat, ck.spec, table) if budget is None else budget)
+    objective, unary = search_objective(ck, objective)
+    problem = build_problem(ck.spec, table, unary, budget_ms, {"checkpoint_sha256": ck.sha256,
+                                                                 "objective": objective})
     problem.validate()
     return plat.name, table.source, problem, ck.spec
 
 
 def search_platform(platform: str, budget: float | None = None, checkpoint: Path | None = None,
-                    registry_dir: Path | None = None, solver: str = "exact") -> PlatformSearch:
+                    registry_dir: Path | None = None, solver: str = "exact", objective: str = "auto",
+                    ) -> PlatformSearch:
     """Find the width config minimising the loss proxy under ``platform``'s budget (or ``budget``)."""
     from slimzoo.search import SOLVERS
 
     _check_solver(solver)
-    name, source, problem, spec = platform_problem(platform, budget, checkpoint, registry_dir)
+    name, source, problem, spec = platform_problem(platform, budget, checkpoint, registry_dir, objective)
     budget_ms = float(problem.budget)  # type: ignore[arg-type]
     solution = SOLVERS[solver](problem, budget_ms)
     config = spec.validate(solution.values)
@@ -317,6 +346,11 @@ class AllPlatformsSearch:
     time_ms: float  # everything: checkpoint, tables, problems, solve
     solve_ms: float  # the solver alone, all platforms together
 
+    def notes(self) -> list[str]:
+        """Budgets that do not bind and platforms sharing a config, in words (empty when the zoo differs)."""
+        binding = [budget_note(r.platform, r.problem, r.budget_ms) for r in self.results]
+        return [n for n in binding if n] + duplicate_notes({r.platform: r.config for r in self.results})
+
     @property
     def weighted_loss(self) -> float:
         return sum(self.weights[r.platform] * r.solution.loss for r in self.results)
@@ -334,6 +368,7 @@ class AllPlatformsSearch:
             "search_time_ms": self.time_ms,
             "solve_time_ms": self.solve_ms,
             "platforms": [{**r.to_json(), "market_weight": self.weights[r.platform]} for r in self.results],
+            "notes": self.notes(),
             "objective": {
                 "definition": "market-weighted loss proxy: sum over platforms of market_weight x loss_proxy of "
                               "the chosen config (lower is better); market_weight = market share normalised over "
@@ -349,7 +384,7 @@ class AllPlatformsSearch:
 
 def search_all_platforms(budget: float | None = None, checkpoint: Path | None = None,
                          registry_dir: Path | None = None, solver: str = "exact",
-                         platforms: list[str] | None = None) -> AllPlatformsSearch:
+                         platforms: list[str] | None = None, objective: str = "auto") -> AllPlatformsSearch:
     """Search every platform (or ``platforms``) at once: one checkpoint load, one batched exact solve.
 
     Each platform uses its own budget unless ``budget`` is given (then it applies to all). A platform whose
@@ -363,12 +398,13 @@ def search_all_platforms(budget: float | None = None, checkpoint: Path | None = 
     ck = load_checkpoint(checkpoint)
     registry = load_registry(registry_dir)
     plats = [registry.get(name) for name in platforms] if platforms else registry.platforms()
-    proxy = loss_proxy_arrays(ck)
+    objective, proxy = search_objective(ck, objective)
     sources, problems = [], []
     for plat in plats:
         table = registry.latency_table(plat, ck.spec)
-        budget_ms = _check_budget(plat.latency_budget_ms if budget is None else budget)
-        problem = build_problem(ck.spec, table, proxy, budget_ms, {"checkpoint_sha256": ck.sha256})
+        budget_ms = _check_budget(registry.budget_ms(plat, ck.spec, table) if budget is None else budget)
+        problem = build_problem(ck.spec, table, proxy, budget_ms, {"checkpoint_sha256": ck.sha256,
+                                                                    "objective": objective})
         problem.validate()
         sources.append(table.source)
         problems.append(problem)
@@ -453,7 +489,7 @@ def list_platforms(registry_dir: Path | None = None, checkpoint: Path | None = N
         rows.append({
             "name": p.name, "vendor": p.vendor, "device": p.device, "soc": p.soc, "runtime": p.runtime,
             "market_share": p.market.share, "market_share_assumed": p.market.assumed,
-            "market_source": p.market.source, "latency_budget_ms": p.latency_budget_ms,
+            "market_source": p.market.source, "latency_budget_ms": registry.budget_ms(p, spec), "budget_rule": p.budget.to_json(),
             "latency_table": source,
         })
     return rows
@@ -521,7 +557,69 @@ def time_kit(kit: Path, out: Path, threads: int = 1, rounds: int = 3, runs: int 
                progress=lambda done, total: progress(done, total, ""))
 
 
+# -- accuracy model ------------------------------------------------------------------------------------------
+def fit_accuracy(checkpoint: Path | None = None, n_configs: int = 120, holdout: float = 0.25, seed: int = 0,
+                 data_dir: Path | None = None, plot: Path | None = None,
+                 progress: ProgressFn = no_progress) -> dict[str, Any]:
+    """Measure sampled sub-networks on the validation split, fit the additive accuracy model and store it beside
+    the checkpoint (:mod:`slimzoo.zoo.accuracy`); returns its report (held-out figures beside the proxy's)."""
+    from slimzoo.zoo.accuracy import accuracy_model_path, fit_accuracy_model
+
+    if n_configs < 8:
+        raise ProblemError(f"--configs must be at least 8 (some are held out), got {n_configs}")
+    ck = load_checkpoint(checkpoint)
+    data = checkpoint_dataset(ck, data_dir)
+    stored, measured, held = fit_accuracy_model(ck.build_supernet(), data, ck.spec, ck.sha256,
+                                                loss_proxy_arrays(ck), n_configs, holdout, seed, progress)
+    assert ck.path is not None
+    path = stored.save(accuracy_model_path(ck.path))
+    report = {k: v for k, v in stored.report.items() if k != "measurements"}
+    report["model_file"] = str(path)
+    if plot is not None:
+        report["plot"] = str(_accuracy_plot(stored, ck.spec, measured, held, plot))
+    return report
+
+
+def _accuracy_plot(stored: Any, spec: ArchSpec, measured: list[Any], held: list[bool], out: Path) -> Path:
+    """Predicted against measured validation accuracy, fitting and held-out configs apart (PNG, atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from slimzoo.fileio import atomic_path
+
+    predicted = 100 - stored.model.predict(spec, [m.config for m in measured])
+    actual = np.array([100 * m.accuracy for m in measured])
+    mask = np.array(held)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(actual[~mask], predicted[~mask], s=14, alpha=0.6, label="fitting configs")
+    ax.scatter(actual[mask], predicted[mask], s=22, marker="s", color="#c44e52", label="held-out configs")
+    lo, hi = float(min(actual.min(), predicted.min())) - 0.3, float(max(actual.max(), predicted.max())) + 0.3
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
+    figs = stored.report["held_out_figures"]["fitted"]
+    ax.set(xlabel="measured val top-1 (%)", ylabel="predicted val top-1 (%)",
+           title=f"additive accuracy model: held-out Spearman {figs['spearman']:.3f}, MAE {figs['mae_points']:.2f}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    with atomic_path(Path(out)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
 # -- export --------------------------------------------------------------------------------------------------
+def checkpoint_dataset(ck: Any, data_dir: Path | None = None) -> Any:
+    """The dataset a checkpoint was trained on, from ``data_dir`` or the directory its training recorded (for
+    embedded or packaged data, nothing): BatchNorm re-estimation and validation need its images."""
+    info = ck.meta.get("dataset", {})
+    name = info.get("name", "digits")
+    directory = data_dir if data_dir is not None else info.get("data_dir")
+    if name == "fashion-mnist" and data_dir is None and directory == str(FASHION_MNIST_DIR):
+        directory = None  # the Debian package's folder, else the shipped subset (see load_fashion_mnist_dataset)
+    return load_dataset(name, input_size=ck.spec.params["input_size"], data_dir=directory)
+
+
 N_RANDOM_VALIDATION_INPUTS = 16
 
 
@@ -535,7 +633,8 @@ class ExportResult:
 def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"), budget: float | None = None,
                     checkpoint: Path | None = None, registry_dir: Path | None = None,
                     precision: str | None = None, layout: str | None = None, solver: str = "exact",
-                    seed: int = 0, input_type: str | None = None, verbose: bool = False) -> ExportResult:
+                    seed: int = 0, input_type: str | None = None, verbose: bool = False,
+                    data_dir: Path | None = None) -> ExportResult:
     """Search, slice, recalibrate BN, export and validate one platform's model, then write its JSON sidecar.
 
     ``precision``, ``layout`` and ``input_type`` default (None) to the format's own defaults (Core ML: fp16;
@@ -549,7 +648,8 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
     exporter.check_options(ExportOptions(precision=precision, layout=layout, input_type=input_type))
     found = search_platform(platform, budget, checkpoint, registry_dir, solver)
     ck = load_checkpoint(checkpoint)
-    data = load_dataset(ck.meta.get("dataset", {}).get("name", "digits"), input_size=ck.spec.params["input_size"])
+    data = checkpoint_dataset(ck, data_dir)
+    split, eval_x, eval_y = data.report_split()
     mean, std = ck.meta.get("mean", data.mean), ck.meta.get("std", data.std)
     class_names = ck.meta.get("class_names", data.class_names)
     metadata = {"slimzoo.platform": found.platform, "slimzoo.width_config": json.dumps(found.config.to_json()),
@@ -565,7 +665,7 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
     path = Path(out_dir) / f"{found.platform}{exporter.suffix}"
     started = time.perf_counter()
     report = export_validated(exporter, model, torch.from_numpy(random_inputs[:1]), path, options, random_inputs,
-                              data.val_x.numpy(), data.val_y.numpy())
+                              eval_x.numpy(), eval_y.numpy())
     seconds = time.perf_counter() - started
     details = exporter.describe(options)
     n, c, h, w = shape
@@ -591,9 +691,11 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
         "budget_ms": found.budget_ms,
         "predicted_latency_ms": found.solution.latency,
         "latency_table_source": found.table_source,
+        "objective": found.problem.meta.get("objective", "proxy"),
         "loss_proxy": found.solution.loss,
         "solver": found.solution.solver,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "accuracy_split": data.split_info(split),
         "macs": ck.spec.macs(found.config),
         "validation": report.to_json(),
         "export_seconds": round(seconds, 2),
@@ -727,15 +829,13 @@ def evaluate(checkpoint: Path | None = None, platforms: list[str] | None = None,
     market = resolve_market(registry, platforms, weights, weights_file)
     names = platforms if platforms is not None else [p for p, w in market.items() if w > 0]
     names = [registry.get(p).name for p in names]
-    ds = ck.meta.get("dataset", {})
-    directory = data_dir if data_dir is not None else ds.get("data_dir")
-    data = load_dataset(ds.get("name", "digits"), input_size=ck.spec.params["input_size"], data_dir=directory)
+    data = checkpoint_dataset(ck, data_dir)
     if len(data.class_names) != ck.spec.params.get("num_classes", len(data.class_names)):
         from slimzoo.errors import DatasetError
 
         raise DatasetError(f"{data.name} has {len(data.class_names)} classes, the checkpoint "
                            f"{ck.spec.params.get('num_classes')}")
-    proxy = loss_proxy_arrays(ck)
+    objective, proxy = search_objective(ck)
     supernet = ck.build_supernet()
     total = len(names) + 1
     progress(0, total, "searching")
@@ -750,7 +850,7 @@ def evaluate(checkpoint: Path | None = None, platforms: list[str] | None = None,
     for k, name in enumerate(names):
         plat = registry.get(name)
         table = registry.latency_table(plat, ck.spec)
-        budget = _check_budget((budgets or {}).get(name, plat.latency_budget_ms))
+        budget = _check_budget((budgets or {}).get(name) or registry.budget_ms(plat, ck.spec, table))
         problem = build_problem(ck.spec, table, proxy, budget)
         try:
             sol = SOLVERS[solver](problem, budget)
@@ -789,6 +889,8 @@ def _zoo_platform_info(name: str, budget: float | None, checkpoint: Path | None,
         "platform_file_sha256": file_sha256(plat.path),
         "latency_table": {"source": table.source, "provenance": table.provenance,
                           "sha256": content_hash(table.to_json())},
+        "objective": found.problem.meta.get("objective", "proxy"),
+        "notes": [n for n in [budget_note(plat.name, found.problem, found.budget_ms)] if n],
         "chosen": {"config": found.config.to_json(), "predicted_latency_ms": found.solution.latency,
                    "loss_proxy": found.solution.loss, "macs": ck.spec.macs(found.config)},
         "uniform_baseline": found.baseline,
@@ -806,7 +908,7 @@ def _runs_here(info: dict[str, Any], fmt: str) -> bool:
 def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] | None = None,
               checkpoint: Path | None = None, registry_dir: Path | None = None,
               budgets: dict[str, float] | None = None, measure: bool = True,
-              progress: ProgressFn = no_progress) -> dict[str, Any]:
+              progress: ProgressFn = no_progress, data_dir: Path | None = None) -> dict[str, Any]:
     """Search, slice and export every (platform, format) pair into ``out`` and write ``out/manifest.json``.
 
     A pair whose inputs (checkpoint sha256, platform file, latency table, format, options, slimzoo version) hash
@@ -883,7 +985,8 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
                 log["pairs"][mid] = {"status": "reused", "seconds": round(time.perf_counter() - t0, 3)}
                 progress(k + 1, total, f"{mid} (unchanged)")
                 continue
-            result = export_platform(name, fmt, out / name, info["budget_ms"], checkpoint, registry_dir)
+            result = export_platform(name, fmt, out / name, info["budget_ms"], checkpoint, registry_dir,
+                                     data_dir=data_dir)
             side = dict(result.sidecar)
             export_seconds = side.pop("export_seconds", None)
             side["checkpoint"] = {"sha256": ck.sha256, "file": ck.path.name}
@@ -945,8 +1048,10 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
                 elif p.exists():
                     p.unlink()
     paths = sorted(keep)
+    notes = [n for i in infos.values() for n in i["notes"]]
+    notes += duplicate_notes({n: WidthConfig(i["chosen"]["config"]) for n, i in infos.items()})
     manifest = {**header, "platforms": {n: {k: v for k, v in i.items() if k != "platform_file_sha256"}
-                                        for n, i in infos.items()},
+                                        for n, i in infos.items()}, "notes": notes,
                 "models": models, "files": file_entries(out, paths)}
     path = write_manifest(out, manifest)
     failed = [f"{m['platform']}/{m['format']}: {m['reason']}" for m in models if m["status"] != "ok"]
@@ -956,7 +1061,8 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
     return {"manifest": str(path), "models": len(models), "built": sum(v["status"] == "built" for v in
                                                                          log["pairs"].values()),
             "reused": sum(v["status"] == "reused" for v in log["pairs"].values()), "failed": len(failed),
-            "failures": failed, "seconds": log["seconds"], "measured_latency_ms": log["measured_latency_ms"]}
+            "failures": failed, "seconds": log["seconds"], "measured_latency_ms": log["measured_latency_ms"],
+            "notes": notes}
 
 
 def check_zoo(zoo: Path, measure: bool = False, tolerance: float = 0.10) -> Any:

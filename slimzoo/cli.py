@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from slimzoo.errors import SlimzooError
+from slimzoo.zoo.accuracy import OBJECTIVES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn one slimmable checkpoint into a zoo of standalone per-device models.")
@@ -34,6 +35,9 @@ CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Checkp
 RegistryOpt = Annotated[Path | None, typer.Option("--registry", envvar="SLIMZOO_REGISTRY",
                                                   help="Directory of user platform files and measured tables.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="The checkpoint's dataset directory (default: "
+                                                 "the one its training recorded; fashion-mnist: Debian's package, "
+                                                 "else the subset shipped in slimzoo).")]
 
 
 @app.callback()
@@ -111,8 +115,9 @@ def _float_list(text: str | None, option: str) -> tuple[float, ...] | None:
 @handle_errors
 def train(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.safetensors).")],
-    dataset: Annotated[str, typer.Option(help="digits (embedded), cifar100 or imagefolder (need --data-dir).")]
-    = "digits",
+    dataset: Annotated[str, typer.Option(help="fashion-mnist (Debian's dataset-fashion-mnist, or --data-dir), "
+                                         "digits (embedded), cifar100 or imagefolder (need --data-dir).")]
+    = "fashion-mnist",
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Dataset directory (cifar100: the folder "
                                                   "with cifar-100-python/; imagefolder: DIR/<class>/<image>). "
                                                   "Nothing is downloaded.")] = None,
@@ -135,7 +140,12 @@ def train(
     width_mult: Annotated[float, typer.Option(min=0.05, help="Width of the supernet's largest config.")] = 1.0,
     multipliers: Annotated[str | None, typer.Option(help="Comma-separated width multipliers each variable may "
                                                     "take (default: 8 steps from 0.25 to 1).")] = None,
-    input_size: Annotated[int, typer.Option(min=8, help="Input resolution.")] = 32,
+    input_size: Annotated[int | None, typer.Option(min=8, help="Input resolution (default: the dataset's "
+                                                   "own, 28 for fashion-mnist, else 32).")] = None,
+    stem_stride: Annotated[int | None, typer.Option(min=1, max=2, help="Stride of the first conv (default: 1 "
+                                                    "below 64x64 inputs, else 2).")] = None,
+    train_smallest: Annotated[bool, typer.Option("--train-smallest", help="Adaptive strategies: also train the "
+                                                 "smallest config every step (sandwich rule).")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from <out>.train-state (written at "
                                          "every epoch's end).")] = False,
     init: Annotated[Path | None, typer.Option("--init", help="Start from this checkpoint's weights and loss proxy "
@@ -159,13 +169,15 @@ def train(
         raise fail(f"--device must be auto, cpu or cuda, got {device!r}")
     check_strategy(strategy)
     spec_params: dict[str, Any] = {"width_mult": width_mult}
+    if stem_stride is not None:
+        spec_params["stem_stride"] = stem_stride
     mults = _float_list(multipliers, "--multipliers")
     if mults is not None:
         if not mults or any(not 0 < m <= 1 for m in mults):
             raise fail(f"--multipliers: expected numbers in (0, 1], got {multipliers!r}")
         spec_params["multipliers"] = tuple(sorted(set(mults)))
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, n_random=n_random, seed=seed,
-                             strategy=strategy, steps=steps)
+                             strategy=strategy, steps=steps, train_smallest=train_smallest)
     command = shlex.join(["slimzoo", "train", *sys.argv[2:]]) if len(sys.argv) > 1 else None
     main_rank = is_main_process()
     with (_lazy_bar(f"training ({strategy})") if main_rank and not as_json else _no_bar()) as progress:
@@ -209,6 +221,47 @@ def _lazy_bar(description: str) -> Iterator[Callable[[int, int, str], None]]:
         yield update
 
 
+@app.command("fit-accuracy")
+@handle_errors
+def fit_accuracy(
+    configs: Annotated[int, typer.Option("--configs", min=8, help="Sub-networks to measure (spread over the "
+                                         "latency range).")] = 120,
+    holdout: Annotated[float, typer.Option(min=0.05, max=0.5, help="Fraction of them held out to report on.")]
+    = 0.25,
+    seed: int = 0,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write predicted vs measured accuracy (PNG).")]
+    = None,
+    checkpoint: CheckpointOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure sub-networks on the validation split and fit the additive accuracy model the search then uses
+    (stored beside the checkpoint as <name>.accuracy.json)."""
+    from slimzoo import api
+
+    with progress_bar("measuring sub-networks") as progress:
+        report = api.fit_accuracy(checkpoint, configs, holdout, seed, data_dir, plot, progress)
+    if as_json:
+        return print_json(report)
+    figs = report["held_out_figures"]
+
+    def cell(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rows = [[name, cell(f["spearman"], ".3f"), cell(f["kendall"], ".3f"), cell(f["mae_points"], ".2f")]
+            for name, f in (("fitted additive model", figs["fitted"]), ("training-time loss proxy",
+                                                                         figs["training_proxy"]))]
+    split = report["split"]
+    console.print(table_(f"Held-out configs: {report['held_out']} of {report['configs']} (fitted on "
+                         f"{report['fit']}); {split['dataset']} {split['split']} split, {split['images']:,} images",
+                         ["objective", "Spearman", "Kendall", "MAE (points)"], rows))
+    console.print(f"wrote {report['model_file']} ({'monotone' if report['chosen']['monotone'] else 'free'}, "
+                  f"alpha {report['chosen']['alpha']:g}, {report['seconds']} s)")
+    if "plot" in report:
+        console.print(f"wrote {report['plot']}")
+    return None
+
+
 @app.command("list-platforms")
 @handle_errors
 def list_platforms(registry: RegistryOpt = None, checkpoint: CheckpointOpt = None, as_json: JsonOpt = False) -> None:
@@ -244,12 +297,15 @@ def search(
                                                       "problem to this JSON file instead of solving it.")] = None,
     pareto: Annotated[Path | None, typer.Option("--pareto", help="Also write each platform's Pareto front "
                                                 "(latency vs loss proxy) as DIR/<platform>.png.")] = None,
+    objective: Annotated[str, typer.Option(help="What the search minimises: auto (the fitted accuracy model when "
+                                           "the checkpoint has one, else the loss proxy), fitted, proxy.")]
+    = "auto",
     checkpoint: CheckpointOpt = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the width config with the lowest loss proxy under a latency budget: one platform, every platform,
-    or a problem file."""
+    """Find the width config with the lowest objective (fitted accuracy model, or the training-time loss proxy)
+    under a latency budget: one platform, every platform, or a problem file."""
     from slimzoo import api
 
     modes = [flag for flag, on in (("--platform", platform is not None), ("--problem", problem is not None),
@@ -284,7 +340,7 @@ def search(
                       f"{summary['budget_ms']:g} ms")
         return None
     if all_platforms:
-        everything = api.search_all_platforms(budget, checkpoint, registry, solver)
+        everything = api.search_all_platforms(budget, checkpoint, registry, solver, objective=objective)
         plots = api.write_pareto_plots(everything, pareto) if pareto is not None else []
         if as_json:
             data = everything.to_json()
@@ -293,7 +349,8 @@ def search(
             return print_json(data)
         _print_all_platforms(everything, plots)
         return None
-    result = api.search_platform(platform, budget, checkpoint, registry, solver)  # type: ignore[arg-type]
+    result = api.search_platform(platform, budget, checkpoint, registry, solver,  # type: ignore[arg-type]
+                                 objective=objective)
     plots = api.write_pareto_plots(result, pareto) if pareto is not None else []
     if as_json:
         data = result.to_json()
@@ -306,7 +363,10 @@ def search(
         rows.append([f"uniform x{base['multiplier']:g}", f"{base['predicted_latency_ms']:.4f}",
                      f"{base['loss_proxy']:.4f}", "all variables at the same multiplier"])
     console.print(table_(f"{result.platform}: budget {result.budget_ms:g} ms, latency table "
-                        f"{result.table_source}", ["config", "predicted ms", "loss proxy", "widths"], rows))
+                        f"{result.table_source}, objective: {OBJECTIVES[result.problem.meta['objective']]}",
+                        ["config", "predicted ms", "objective", "widths"], rows))
+    for note in result.to_json()["notes"]:
+        console.print(f"note: {note}")
     for path in plots:
         console.print(f"wrote {path}")
     return None
@@ -322,15 +382,18 @@ def _print_all_platforms(found: Any, plots: list[Path]) -> None:
                      _config_rows(r.config)])
     console.print(table_(f"All platforms ({found.solver} solver: {found.solve_ms:.1f} ms for all platforms; "
                          f"{found.time_ms:.0f} ms with loading)",
-                         ["platform", "weight", "budget ms", "predicted ms (table)", "loss proxy",
+                         ["platform", "weight", "budget ms", "predicted ms (table)", "objective",
                           "uniform baseline", "widths"], rows))
+    objective = found.results[0].problem.meta["objective"] if found.results else "proxy"
     base = found.weighted_baseline
-    line = f"market-weighted loss proxy: {found.weighted_loss:.4f}"
+    line = f"objective: {OBJECTIVES[objective]}; market-weighted: {found.weighted_loss:.4f}"
     if base is not None:
         line += f" (uniform widths: {base:.4f}, improvement {base - found.weighted_loss:.4f})"
     else:
         line += " (uniform baseline: none meets the budget on some platform)"
     console.print(line)
+    for note in found.notes():
+        console.print(f"note: {note}")
     for path in plots:
         console.print(f"wrote {path}")
 
@@ -350,6 +413,7 @@ def export(
         "--input-type", help="coreml only: tensor (default) or image (8-bit pixels, mean/std built in).")] = None,
     checkpoint: CheckpointOpt = None,
     registry: RegistryOpt = None,
+    data_dir: DataDirOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show the converters' own logging.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -358,7 +422,7 @@ def export(
 
     with err_console.status(f"exporting {platform} as {fmt}"):
         result = api.export_platform(platform, fmt, out, budget, checkpoint, registry, precision, layout,
-                                     input_type=input_type, verbose=verbose)
+                                     input_type=input_type, verbose=verbose, data_dir=data_dir)
     if as_json:
         return print_json(result.sidecar)
     side, val = result.sidecar, result.sidecar["validation"]
@@ -377,7 +441,9 @@ def export(
         if val["top1_agreement"] is not None:
             rows += [["top-1 agreement", f"{val['top1_agreement']:.2%} of {val['n_val']} validation images "
                                          f"(need {val['min_top1_agreement']:.0%})"],
-                     ["validation accuracy", f"{val['accuracy_exported']:.2%}"]]
+                     [f"accuracy ({side['accuracy_split']['split']} split)",
+                      f"{val['accuracy_exported']:.2%} of {side['accuracy_split']['images']:,} images"
+                      + (f" ({side['accuracy_split']['note']})" if side['accuracy_split'].get('note') else "")]]
     else:
         rows += [["numerics", val["note"] or "not run"]]
     rows += [["checks", "; ".join(val["checks"])],
@@ -641,6 +707,7 @@ def build_zoo(
     = False,
     checkpoint: CheckpointOpt = None,
     registry: RegistryOpt = None,
+    data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search, slice and export every platform x format into one zoo with a manifest (exit 1 if a pair failed)."""
@@ -656,13 +723,15 @@ def build_zoo(
     names = None if platforms.strip() == "all" else _name_list(platforms)
     with progress_bar(f"building {out}") as progress:
         summary = api.build_zoo(out, names, _name_list(formats), checkpoint, registry, budget_map,
-                                not no_measure, progress)
+                                not no_measure, progress, data_dir=data_dir)
     if as_json:
         print_json(summary)
     else:
         console.print(f"wrote {summary['manifest']}: {summary['models']} models ({summary['built']} built, "
                       f"{summary['reused']} unchanged, {summary['failed']} failed) in {summary['seconds']:.1f} s",
                       highlight=False)
+        for note in summary["notes"]:
+            console.print(f"note: {note}", highlight=False, soft_wrap=True)
         for line in summary["failures"]:
             err_console.print(f"[bold red]failed:[/] {line}", highlight=False, soft_wrap=True)
     if summary["failed"]:

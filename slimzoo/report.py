@@ -70,6 +70,10 @@ def render_report(manifest: dict[str, Any], zoo: str = "zoo") -> str:
              f"<p class=\"meta\">checkpoint {_esc(ck.get('file', ''))} sha256 <code>{_esc(ck.get('sha256', ''))}"
              f"</code>; slimzoo {_esc(manifest.get('slimzoo_version', ''))}; manifest format "
              f"{_esc(manifest['format_version'])}</p>"]
+    notes = manifest.get("notes") or []
+    if notes:  # budgets that do not bind, platforms sharing a config: the zoo is meant to differ per device
+        parts.append("<div id=\"notes\"><h2>Notes</h2><ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes)
+                     + "</ul></div>")
     # summary table
     parts.append("<h2>Summary</h2><table id=\"summary\"><tr><th>platform</th><th>format</th><th>status</th>"
                  "<th>predicted latency (ms)</th><th>budget (ms)</th><th>table</th><th>accuracy</th>"

@@ -121,6 +121,52 @@ class LatencySettings:
 
 
 @dataclass(frozen=True)
+class BudgetRule:
+    """A platform's latency budget, absolute or relative to its own latency table.
+
+    A millisecond budget means little for another network or input size, so a platform may instead give a
+    frame rate (``fps``: 1000 / fps ms) or a ``fraction`` of the largest configuration's latency on the platform's
+    own table (measured or estimated), which scales with whatever checkpoint is searched. A file may give several:
+    every one must hold, so the tightest wins.
+    """
+
+    ms: float | None = None
+    fps: float | None = None
+    fraction: float | None = None
+
+    def candidates(self, full_width_ms: float) -> dict[str, float]:
+        out = {}
+        if self.ms is not None:
+            out["latency_budget_ms"] = self.ms
+        if self.fps is not None:
+            out["latency_budget_fps"] = 1000.0 / self.fps
+        if self.fraction is not None:
+            out["latency_budget_fraction"] = self.fraction * full_width_ms
+        return out
+
+    def resolve(self, full_width_ms: float) -> float:
+        """The budget in ms for a network whose largest configuration takes ``full_width_ms`` on this platform."""
+        return min(self.candidates(full_width_ms).values())
+
+    @property
+    def relative(self) -> bool:
+        return self.fraction is not None
+
+    def describe(self) -> str:
+        parts = []
+        if self.fraction is not None:
+            parts.append(f"{self.fraction:g} x largest config")
+        if self.fps is not None:
+            parts.append(f"{self.fps:g} fps")
+        if self.ms is not None:
+            parts.append(f"{self.ms:g} ms")
+        return " and ".join(parts) + (" (tightest wins)" if len(parts) > 1 else "")
+
+    def to_json(self) -> dict[str, float]:
+        return {k: v for k, v in (("ms", self.ms), ("fps", self.fps), ("fraction", self.fraction)) if v is not None}
+
+
+@dataclass(frozen=True)
 class Platform:
     """One target device: identity, runtime, hardware facts, market share, latency budget and estimate settings."""
 
@@ -131,7 +177,7 @@ class Platform:
     runtime: Runtime
     specs: PlatformSpecs
     market: MarketShare
-    latency_budget_ms: float
+    budget: BudgetRule
     latency: LatencySettings
     this_machine: bool
     path: Path
@@ -158,8 +204,8 @@ def host_cpu_facts() -> dict[str, Any]:
 
 
 # -- TOML reading -------------------------------------------------------------------------------------------
-_TOP = {"name", "vendor", "device", "soc", "runtime", "latency_budget_ms", "this_machine", "specs", "market",
-        "latency"}
+_BUDGET_KEYS = ("latency_budget_ms", "latency_budget_fps", "latency_budget_fraction")
+_TOP = {"name", "vendor", "device", "soc", "runtime", *_BUDGET_KEYS, "this_machine", "specs", "market", "latency"}
 _SPECS = {"cpu", "big_cores", "peak_fp32_gflops", "memory_bandwidth_gbps", "sources"}
 _MARKET = {"share", "source", "date", "assumed"}
 _LATENCY = {"source", "calibration", "calibration_ms", "calibration_width_mult", "assumed_gmacs_per_s",
@@ -269,7 +315,15 @@ def load_platform_file(path: Path) -> Platform:
     runtime = r.get(data, "runtime", str)
     if runtime not in RUNTIMES:
         raise r.error("runtime", f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}{suggest(runtime, RUNTIMES)}")
-    budget = r.required_positive(data, "latency_budget_ms", "")
+    if not any(key in data for key in _BUDGET_KEYS):
+        raise r.error("latency_budget_fraction", "is missing (give a budget: latency_budget_fraction of the "
+                      "largest config's latency, latency_budget_fps or latency_budget_ms)")
+    fraction = r.positive(data, "latency_budget_fraction", "", default=None)
+    if fraction is not None and fraction > 1:
+        raise r.error("latency_budget_fraction", f"must be in (0, 1] (a fraction of the largest config's latency), "
+                      f"got {fraction!r}")
+    budget = BudgetRule(ms=r.positive(data, "latency_budget_ms", "", default=None),
+                        fps=r.positive(data, "latency_budget_fps", "", default=None), fraction=fraction)
     this_machine = r.get(data, "this_machine", bool, default=False)
 
     specs_raw = r.section(data, "specs")
@@ -332,7 +386,7 @@ def load_platform_file(path: Path) -> Platform:
         note=r.get(lat_raw, "note", str, "latency.", default=""),
     )
     return Platform(name=name, vendor=r.get(data, "vendor", str), device=r.get(data, "device", str), soc=soc,
-                    runtime=runtime, specs=specs, market=market, latency_budget_ms=budget,
+                    runtime=runtime, specs=specs, market=market, budget=budget,
                     latency=latency, this_machine=this_machine, path=path)
 
 
@@ -402,6 +456,14 @@ class Registry:
                 f"no measured latency table for {plat.name} and {spec.key()} (expected {path}); "
                 f"{plat.path} asks for measured latencies: profile the platform first")
         return estimate_table(plat, spec)
+
+    def budget_ms(self, platform: str | Platform, spec: ArchSpec, table: LatencyTable | None = None) -> float:
+        """``platform``'s budget for ``spec``, in ms: its :class:`BudgetRule` resolved on its latency table."""
+        plat = platform if isinstance(platform, Platform) else self.get(platform)
+        if not plat.budget.relative:
+            return plat.budget.resolve(float("inf"))
+        table = table if table is not None else self.latency_table(plat, spec)
+        return plat.budget.resolve(table.predict(spec, spec.largest()))
 
 
 def measured_table_path(user_dir: Path, platform: str, arch_key: str) -> Path:

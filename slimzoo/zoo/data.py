@@ -27,6 +27,7 @@ from torch import Tensor
 
 from slimzoo.errors import DatasetError, suggest
 
+CALIBRATION_SEED = 0
 DIGITS_VAL_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 
@@ -46,6 +47,26 @@ class ArrayDataset:
     flip: bool  # whether horizontal flips are a valid augmentation (not for digits)
     crop_pad: int = 2  # random-crop padding of the augmentation, in pixels
     source: str = ""  # the directory it was read from ("" for embedded data)
+    # A test split kept apart from both training and validation (Fashion-MNIST's official test set): reported
+    # accuracies use it when present, so fitting an accuracy model on ``val`` never touches what is reported.
+    test_x: Tensor | None = None
+    test_y: Tensor | None = None
+    note: str = ""  # how the splits were drawn (e.g. "shipped subset"): recorded wherever an accuracy is
+
+    def report_split(self) -> tuple[str, Tensor, Tensor]:
+        """(name, images, labels) of the split accuracies are reported on: ``test`` when there is one."""
+        if self.test_x is not None and self.test_y is not None:
+            return "test", self.test_x, self.test_y
+        return "val", self.val_x, self.val_y
+
+    def split_info(self, split: str) -> dict[str, Any]:
+        """What an accuracy on ``split`` was measured on, for sidecars and reports."""
+        sizes = {"train": len(self.train_x), "val": len(self.val_x),
+                 "test": 0 if self.test_x is None else len(self.test_x)}
+        info: dict[str, Any] = {"dataset": self.name, "split": split, "images": sizes[split]}
+        if self.note:
+            info["note"] = self.note
+        return info
 
     @property
     def input_shape(self) -> list[int]:
@@ -67,9 +88,19 @@ class ArrayDataset:
             yield x, self.train_y[idx]
 
     def calibration_batches(self, n_batches: int = 8, batch_size: int = 128) -> list[Tensor]:
-        """Fixed training batches (no augmentation) for re-estimating BatchNorm statistics of a sub-network."""
-        return [self.train_x[i:i + batch_size] for i in range(0, min(len(self.train_x), n_batches * batch_size),
-                                                              batch_size)]
+        """Fixed training batches (no augmentation) for re-estimating BatchNorm statistics of a sub-network: a
+        fixed-seed, class-balanced draw (classes taken in turn), since on-disk splits are often sorted by class."""
+        n = min(len(self.train_x), n_batches * batch_size)
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        labels = self.train_y.numpy()
+        queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+        order: list[int] = []
+        while len(order) < n:
+            for queue in queues:
+                if queue and len(order) < n:
+                    order.append(int(queue.pop()))
+        x = self.train_x[torch.as_tensor(order, dtype=torch.long)]
+        return [x[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 def random_crop(x: Tensor, pad: int, generator: torch.Generator) -> Tensor:
@@ -102,6 +133,121 @@ def load_digits_dataset(input_size: int = 32) -> ArrayDataset:
     norm = (images - mean) / std
     return ArrayDataset("digits", norm[train_idx], labels[train_idx], norm[val_idx], labels[val_idx],
                         [str(i) for i in range(10)], [mean], [std], flip=False)
+
+
+# -- Fashion-MNIST -------------------------------------------------------------------------------------------
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
+FASHION_MNIST_FILES = {"train_images": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",
+                       "test_images": "t10k-images-idx3-ubyte.gz", "test_labels": "t10k-labels-idx1-ubyte.gz"}
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot"]
+FASHION_VAL_PER_CLASS = 500  # 5,000 official training images held out: fitting and model selection use them
+FASHION_SPLIT_SEED = 0
+FASHION_SUBSET = Path(__file__).parent / "shipped" / "fashion_mnist_subset.npz"
+# The shipped subset: enough training images for BatchNorm re-estimation, and fixed val and test samples.
+FASHION_SUBSET_SIZES = {"train": 2048, "val": 2000, "test": 2000}
+
+
+def _balanced_pick(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``per_class`` random images of every class (a fixed-seed, class-balanced draw)."""
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(int(labels.max()) + 1)]
+    return np.sort(np.concatenate(picks))
+
+
+def read_fashion_mnist(data_dir: Path | str | None = None) -> dict[str, np.ndarray]:
+    """The raw splits as uint8 images (N, 28, 28) and int64 labels: ``train`` (55,000), ``val`` (5,000 held out of
+    the official training set, 500 per class, fixed seed) and ``test`` (the official 10,000)."""
+    from slimzoo.zoo.idx import read_idx
+
+    root = Path(data_dir).expanduser() if data_dir is not None else FASHION_MNIST_DIR
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset directory (Debian: apt-get install dataset-fashion-mnist)")
+    arrays = {key: read_idx(root / name) for key, name in FASHION_MNIST_FILES.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DatasetError(f"{root / FASHION_MNIST_FILES[split + '_images']}: expected uint8 28x28 images, got "
+                               f"{images.dtype} {images.shape}")
+        if labels.shape != (len(images),) or labels.dtype != np.uint8 or (len(labels) and labels.max() > 9):
+            raise DatasetError(f"{root / FASHION_MNIST_FILES[split + '_labels']}: expected {len(images)} labels "
+                               f"in 0..9, got {labels.dtype} {labels.shape}")
+    train_x, train_y = arrays["train_images"], arrays["train_labels"].astype(np.int64)
+    if len(np.unique(train_y)) != 10 or np.bincount(train_y).min() <= FASHION_VAL_PER_CLASS:
+        raise DatasetError(f"{root}: the training split needs more than {FASHION_VAL_PER_CLASS} images of each of "
+                           f"the 10 classes")
+    val_idx = _balanced_pick(train_y, FASHION_VAL_PER_CLASS, np.random.default_rng(FASHION_SPLIT_SEED))
+    keep = np.ones(len(train_y), dtype=bool)
+    keep[val_idx] = False
+    return {"train_x": train_x[keep], "train_y": train_y[keep], "val_x": train_x[val_idx],
+            "val_y": train_y[val_idx], "test_x": arrays["test_images"],
+            "test_y": arrays["test_labels"].astype(np.int64)}
+
+
+def fashion_subset_arrays(full: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The shipped subset drawn from the full splits (class-balanced, fixed seed), with the full training split's
+    mean and std so the subset normalises images exactly as the full dataset does."""
+    rng = np.random.default_rng(FASHION_SPLIT_SEED + 1)
+    out: dict[str, np.ndarray] = {}
+    for split, size in FASHION_SUBSET_SIZES.items():
+        idx = _balanced_pick(full[f"{split}_y"], size // 10, rng)
+        extra = size - len(idx)  # sizes not divisible by 10: top up with the first unused images
+        if extra:
+            idx = np.sort(np.concatenate([idx, np.setdiff1d(np.arange(len(full[f"{split}_y"])), idx)[:extra]]))
+        out[f"{split}_x"], out[f"{split}_y"] = full[f"{split}_x"][idx], full[f"{split}_y"][idx]
+    pixels = full["train_x"].astype(np.float64) / 255.0
+    out["mean_std"] = np.array([pixels.mean(), pixels.std(ddof=1)], dtype=np.float64)
+    return out
+
+
+def write_fashion_subset(out: Path | str = FASHION_SUBSET, data_dir: Path | str | None = None) -> Path:
+    """(Re)make the shipped subset from the full dataset (atomic, compressed npz)."""
+    from slimzoo.fileio import atomic_path
+
+    arrays = fashion_subset_arrays(read_fashion_mnist(data_dir))
+    with atomic_path(Path(out)) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    return Path(out)
+
+
+def _read_fashion_subset() -> dict[str, np.ndarray]:
+    try:
+        with np.load(FASHION_SUBSET, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"{FASHION_SUBSET}: the shipped Fashion-MNIST subset cannot be read ({exc})") from None
+
+
+def load_fashion_mnist_dataset(data_dir: Path | str | None = None, input_size: int = 28) -> ArrayDataset:
+    """Fashion-MNIST from ``data_dir`` (default: Debian's package directory). Without ``data_dir`` and without the
+    package, the subset shipped in slimzoo (2,048 train / 2,000 val / 2,000 test images) is used, and every
+    accuracy measured on it says so. Images are one-channel, normalised with the 55,000-image training split's
+    mean and std; flips are valid for clothes, crops pad by 2 pixels."""
+    note = ""
+    if data_dir is None and not (FASHION_MNIST_DIR / FASHION_MNIST_FILES["test_images"]).is_file():
+        arrays = _read_fashion_subset()
+        mean, std = (float(v) for v in arrays["mean_std"])
+        note = ("shipped subset (install Debian's dataset-fashion-mnist for the full 10,000-image test split): "
+                + ", ".join(f"{len(arrays[s + '_y'])} {s}" for s in FASHION_SUBSET_SIZES))
+        source = ""
+    else:
+        arrays = read_fashion_mnist(data_dir)
+        pixels = arrays["train_x"].astype(np.float64) / 255.0
+        mean, std = float(pixels.mean()), float(pixels.std(ddof=1))
+        source = str(Path(data_dir).expanduser() if data_dir is not None else FASHION_MNIST_DIR)
+
+    def tensor(split: str) -> Tensor:
+        x = torch.from_numpy(arrays[f"{split}_x"].astype(np.float32) / 255.0)[:, None]
+        if input_size != 28:
+            x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+        return (x - mean) / std
+
+    def labels(split: str) -> Tensor:
+        return torch.from_numpy(arrays[f"{split}_y"].astype(np.int64))
+
+    return ArrayDataset("fashion-mnist", tensor("train"), labels("train"), tensor("val"), labels("val"),
+                        list(FASHION_MNIST_CLASSES), [mean], [std], flip=True, crop_pad=2, source=source,
+                        test_x=tensor("test"), test_y=labels("test"), note=note)
 
 
 def _normalised(train: Tensor, val: Tensor) -> tuple[Tensor, Tensor, list[float], list[float]]:
@@ -278,15 +424,22 @@ def load_imagefolder_dataset(data_dir: Path | str | None, input_size: int = 32) 
                         crop_pad=4, source=str(root))
 
 
-DATASETS = ("digits", "cifar100", "imagefolder")
+DATASETS = ("fashion-mnist", "digits", "cifar100", "imagefolder")
+
+
+def default_input_size(name: str) -> int:
+    """The resolution a dataset is trained at unless told otherwise: its native 28 for Fashion-MNIST, else 32."""
+    return 28 if name == "fashion-mnist" else 32
 
 
 def load_dataset(name: str, input_size: int = 32, data_dir: Path | str | None = None) -> ArrayDataset:
-    """Load a dataset by name; ``data_dir`` is required for the on-disk ones (never downloaded)."""
+    """Load a dataset by name; ``data_dir`` is required for cifar100 and imagefolder (never downloaded)."""
     if name == "digits":
         if data_dir is not None:
             raise DatasetError("digits is embedded: --data-dir does not apply to it")
         return load_digits_dataset(input_size=input_size)
+    if name == "fashion-mnist":
+        return load_fashion_mnist_dataset(data_dir, input_size=input_size)
     if name == "cifar100":
         return load_cifar100_dataset(data_dir, input_size=input_size)
     if name == "imagefolder":

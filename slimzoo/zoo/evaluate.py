@@ -26,7 +26,11 @@ def score_model(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -
     return Score(float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y)))
 
 
-def evaluate_config(supernet: nn.Module, data: ArrayDataset, config: WidthConfig) -> Score:
-    """Validation accuracy and loss of the standalone model at ``config``, BN recalibrated."""
+def evaluate_config(supernet: nn.Module, data: ArrayDataset, config: WidthConfig, split: str = "val") -> Score:
+    """Accuracy and loss of the standalone model at ``config`` (BN recalibrated) on ``split``: ``val`` (held out
+    from training, what model fitting may use) or ``report`` (the test split where there is one)."""
     model = slice_supernet(supernet, config, data.calibration_batches())
+    if split == "report":
+        _, x, y = data.report_split()
+        return score_model(model, x, y)
     return score_model(model, data.val_x, data.val_y)

@@ -143,7 +143,7 @@ class GibbsSampler:
 
     def __init__(self, name: str, spec: ArchSpec, targets: Sequence[Target], n_samples: int, total_steps: int,
                  seed: int, joint: bool, warmup_fraction: float = 0.25, t_end: float = 5e-4,
-                 lambda_every: int = 100) -> None:
+                 lambda_every: int = 100, train_smallest: bool = False) -> None:
         if not targets:
             raise ConfigError(f"strategy '{name}' needs at least one platform with a positive weight")
         self.name, self.spec, self.joint = name, spec, joint
@@ -160,6 +160,7 @@ class GibbsSampler:
         self.rng = np.random.default_rng([seed, 0x5A11])
         self.temperature = 1.0
         self.lambda_step = -1  # step of the last multiplier update
+        self.smallest = spec.smallest() if train_smallest else None
 
     def _unary(self, proxy: dict[str, np.ndarray]) -> list[np.ndarray]:
         return [np.asarray(proxy[name], dtype=np.float64) for name in self.spec.variable_names]
@@ -190,7 +191,8 @@ class GibbsSampler:
             for i, row in zip(slots, x):
                 rows[i] = row
         variables = self.spec.variables
-        return [(WidthConfig({v.name: v.choices[int(i)] for v, i in zip(variables, row)}), True) for row in rows]
+        sampled = [(WidthConfig({v.name: v.choices[int(i)] for v, i in zip(variables, row)}), True) for row in rows]
+        return ([(self.smallest, False)] if self.smallest is not None else []) + sampled
 
     def status(self) -> dict[str, Any]:
         return {"temperature": self.temperature,
@@ -209,7 +211,7 @@ class GibbsSampler:
 
 def make_sampler(strategy: str, spec: ArchSpec, targets: Sequence[Target], n_random: int, total_steps: int,
                  seed: int, warmup_fraction: float = 0.25, t_end: float = 5e-4,
-                 lambda_every: int = 100) -> Sampler:
+                 lambda_every: int = 100, train_smallest: bool = False) -> Sampler:
     """The sampler for ``strategy`` (see the module docstring); ``targets`` are ignored by ``uniform``."""
     check_strategy(strategy)
     if strategy == "uniform":
@@ -221,4 +223,5 @@ def make_sampler(strategy: str, spec: ArchSpec, targets: Sequence[Target], n_ran
     if not 0 < t_end <= 1:
         raise ConfigError(f"final temperature must be in (0, 1], got {t_end!r}")
     return GibbsSampler(strategy, spec, targets, n_random + 1, total_steps, seed, joint=strategy == "platforms",
-                        warmup_fraction=warmup_fraction, t_end=t_end, lambda_every=lambda_every)
+                        warmup_fraction=warmup_fraction, t_end=t_end, lambda_every=lambda_every,
+                        train_smallest=train_smallest)

@@ -61,6 +61,9 @@ class TrainSettings:
     t_end: float = 5e-4  # adaptive strategies: temperature at the last step (AOWS)
     lambda_every: int = 100  # adaptive strategies: steps between re-solving each platform's multiplier
     val_each_epoch: bool = True  # score the largest config after every epoch but the last (logged)
+    # Adaptive strategies: also train the smallest config every step (the sandwich's lower end), so the fastest
+    # model any budget may need is trained as often as the largest; it does not feed the loss proxy.
+    train_smallest: bool = False
 
 
 class LossProxy:
@@ -297,7 +300,8 @@ def train_supernet(supernet: nn.Module, data: ArrayDataset, settings: TrainSetti
     if init_proxy is not None:
         proxy.load(init_proxy, init_proxy_counts)
     sampler = make_sampler(settings.strategy, spec, targets, settings.n_random, total, settings.seed,
-                           settings.sampling_warmup, settings.t_end, settings.lambda_every)
+                           settings.sampling_warmup, settings.t_end, settings.lambda_every,
+                           train_smallest=settings.train_smallest)
     largest = spec.largest()
     identity = _run_identity(spec, settings, targets, data, ctx.world_size)
 
@@ -421,6 +425,12 @@ def train_supernet(supernet: nn.Module, data: ArrayDataset, settings: TrainSetti
                                                                                    ("smallest", smallest))}
             summary["val_accuracy"] = {k: round(s.accuracy, 4) for k, s in scores.items()}
             summary["val_loss"] = {k: round(s.loss, 4) for k, s in scores.items()}
+            split, _, _ = data.report_split()
+            if split != "val":
+                reported = {name: evaluate_config(supernet, data, cfg, "report")
+                            for name, cfg in (("largest", largest), ("smallest", smallest))}
+                summary[f"{split}_accuracy"] = {k: round(s.accuracy, 4) for k, s in reported.items()}
+                summary[f"{split}_split"] = data.split_info(split)
             log.write("end", **{k: v for k, v in summary.items() if k not in ("loss_proxy", "history")})
         return summary
     finally:
