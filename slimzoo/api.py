@@ -294,41 +294,8 @@ def dump_problem(platform: str, out: Path, budget: float | None = None, checkpoi
             "configurations": problem.n_configs}
 
 
-@dataclass
-class ProblemSearch:
-    """The answer for a problem file (``slimzoo search --problem``)."""
-
-    path: Path
-    problem: SearchProblem
-    solution: Solution
-
-    def to_json(self) -> dict[str, Any]:
-        s = self.solution
-        return {
-            "problem_file": str(self.path),
-            "unit": self.problem.unit,
-            "variables": self.problem.n_vars,
-            "budget": s.budget,
-            "values": dict(s.values),
-            "indices": list(s.indices),
-            "predicted_latency": s.latency,
-            "loss_proxy": s.loss,
-            "solver": s.solver,
-            "optimal": s.optimal,
-            "lower_bound": s.lower_bound,
-            "search_time_ms": s.time_ms,
-            "meta": {k: v for k, v in self.problem.meta.items() if k != "unit"},
-        }
-
-
-def solve_problem_file(path: Path, budget: float | None = None, solver: str = "exact") -> ProblemSearch:
-    """Load and solve a problem file (docs/search-problem.md); ``budget`` overrides the file's."""
-    from slimzoo.search import SOLVERS
-
-    _check_solver(solver)
-    problem = SearchProblem.load(path)  # validates; errors name the file and the field
-    solution = SOLVERS[solver](problem, budget)
-    return ProblemSearch(Path(path), problem, solution)
+# Problem files need no torch: they live in slimzoo.search.files (the CLI imports them from there); re-exported.
+from slimzoo.search.files import ProblemSearch, solve_problem_file  # noqa: E402
 
 
 @dataclass

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from slimzoo.errors import SlimzooError
+from slimzoo.fileio import strict_json
 from slimzoo.zoo.accuracy import OBJECTIVES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -83,7 +84,8 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int, str], None]]:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    """Strict JSON on stdout: never NaN or Infinity (:func:`slimzoo.fileio.strict_json`)."""
+    sys.stdout.write(strict_json(data) + "\n")
 
 
 def table_(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
@@ -290,8 +292,8 @@ def search(
                                                  "(docs/search-problem.md) instead of a platform.")] = None,
     all_platforms: Annotated[bool, typer.Option("--all-platforms", help="Search every platform at once, with "
                                                 "the market-weighted objective.")] = False,
-    budget: Annotated[float | None, typer.Option(help="Latency budget in ms (default: the platform's, or the "
-                                                 "problem file's).")] = None,
+    budget: Annotated[str | None, typer.Option(metavar="MS", help="Latency budget in ms (default: the "
+                                               "platform's, or the problem file's).")] = None,
     solver: Annotated[str, typer.Option(help="exact (default) or lagrangian (AOWS).")] = "exact",
     dump_problem: Annotated[Path | None, typer.Option("--dump-problem", help="With --platform: write the search "
                                                       "problem to this JSON file instead of solving it.")] = None,
@@ -306,8 +308,9 @@ def search(
 ) -> None:
     """Find the width config with the lowest objective (fitted accuracy model, or the training-time loss proxy)
     under a latency budget: one platform, every platform, or a problem file."""
-    from slimzoo import api
+    from slimzoo.search.files import parse_budget, print_problem_result, solve_problem_file  # no torch
 
+    budget_ms = parse_budget(budget)
     modes = [flag for flag, on in (("--platform", platform is not None), ("--problem", problem is not None),
                                    ("--all-platforms", all_platforms)) if on]
     if len(modes) != 1:
@@ -321,18 +324,11 @@ def search(
         extra = "--pareto" if pareto is not None else "--checkpoint" if checkpoint is not None else "--registry"
         raise fail(f"--problem solves the file as it is; {extra} does not apply to it")
     if problem is not None:
-        found = api.solve_problem_file(problem, budget, solver)
-        if as_json:
-            return print_json(found.to_json())
-        s, unit = found.solution, found.problem.unit
-        bound = "" if s.lower_bound is None else f", lower bound {s.lower_bound:.6g}"
-        console.print(table_(f"{problem}: budget {s.budget:g} {unit}, {found.problem.n_vars} variables",
-                             ["solver", f"predicted {unit}", "loss proxy", "values"],
-                             [[f"{s.solver} ({'optimal' if s.optimal else 'not proven optimal'}{bound})",
-                               f"{s.latency:.6g}", f"{s.loss:.6g}", _config_rows(s.values)]]))
-        return None
+        return print_problem_result(solve_problem_file(problem, budget_ms, solver), as_json)
+    from slimzoo import api
+
     if dump_problem is not None:
-        summary = api.dump_problem(platform, dump_problem, budget, checkpoint, registry)  # type: ignore[arg-type]
+        summary = api.dump_problem(platform, dump_problem, budget_ms, checkpoint, registry)  # type: ignore[arg-type]
         if as_json:
             return print_json(summary)
         console.print(f"wrote {summary['problem_file']}: {summary['platform']} ({summary['latency_table_source']} "
@@ -340,7 +336,7 @@ def search(
                       f"{summary['budget_ms']:g} ms")
         return None
     if all_platforms:
-        everything = api.search_all_platforms(budget, checkpoint, registry, solver, objective=objective)
+        everything = api.search_all_platforms(budget_ms, checkpoint, registry, solver, objective=objective)
         plots = api.write_pareto_plots(everything, pareto) if pareto is not None else []
         if as_json:
             data = everything.to_json()
@@ -349,7 +345,7 @@ def search(
             return print_json(data)
         _print_all_platforms(everything, plots)
         return None
-    result = api.search_platform(platform, budget, checkpoint, registry, solver,  # type: ignore[arg-type]
+    result = api.search_platform(platform, budget_ms, checkpoint, registry, solver,  # type: ignore[arg-type]
                                  objective=objective)
     plots = api.write_pareto_plots(result, pareto) if pareto is not None else []
     if as_json:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -105,6 +106,24 @@ def write_json(path: Path | str, data: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return Path(path)
+
+
+def finite_only(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, +-Infinity) replaced by None, recursively through dicts, lists
+    and tuples: Python's ``json`` writes those as ``NaN``/``Infinity``, which are not JSON, and strict readers
+    (``jq``, JavaScript's ``JSON.parse``) then reject the whole document."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_only(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_only(v) for v in data]
+    return data
+
+
+def strict_json(data: Any) -> str:
+    """Indented, key-sorted, strict JSON text (see :func:`finite_only`); other objects as ``str()``."""
+    return json.dumps(finite_only(data), indent=2, sort_keys=True, default=str, allow_nan=False)
 
 
 def tree_size(path: Path | str) -> int:

@@ -449,6 +449,13 @@ def _delete(path: list[Any]) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _nested(depth: int) -> list[Any]:
+    out: list[Any] = [1]
+    for _ in range(depth):
+        out = [out]
+    return out
+
+
 BAD_JSON: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("missing variables", _delete(["variables"]), "variables: missing"),
     ("missing latency", _delete(["latency"]), "latency: missing"),
@@ -482,9 +489,18 @@ BAD_JSON: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("negative latency", _set(["latency", "factors", 1, "table"], [0.05, -0.1, 0.15]),
      "latency.factors[1].table: value at index [1] is -0.1 (latencies must be >= 0)"),
     ("NaN latency", _set(["latency", "factors", 1, "table"], [0.05, float("nan"), 0.15]),
-     "latency.factors[1].table: value at index [1] is nan (must be finite)"),
+     "latency.factors[1].table[1]: "),
     ("infinite latency", _set(["latency", "factors", 0, "table"], [[0.1, 0.2, 0.3], [0.2, float("inf"), 0.6]]),
-     "latency.factors[0].table: value at index [1, 1] is inf"),
+     "latency.factors[0].table[1][1]: "),
+    ("NaN in meta", _set(["meta"], {"note": {"x": [1.0, float("nan")]}}), "meta.note.x[1]: "),
+    ("huge unary", _set(["variables", 1, "unary"], [0.1, 1e308, 0.3]), "variables[1].unary[1]: 1e+308 is out of range"),
+    ("huge table", _set(["latency", "factors", 1, "table"], [0.05, 2e15, 0.15]),
+     "latency.factors[1].table[1]: 2e+15 is out of range"),
+    ("huge offset", _set(["latency", "offset"], 1e300), "latency.offset: expected a finite number in [0, 1e+15]"),
+    ("huge budget", _set(["budget"], 10**400), "budget: "),
+    ("huge choice", _set(["variables", 0, "choices"], [8, 2**40]), "variables[0].choices[1]: 1099511627776 is too "
+     "large a channel count"),
+    ("too deep", _set(["meta"], {"a": _nested(70)}), "(at most 64 levels)"),
     ("factor not an object", _set(["latency", "factors", 0], [1, 2]), "latency.factors[0]: expected an object"),
     ("negative offset", _set(["latency", "offset"], -1.0), "latency.offset"),
     ("offset string", _set(["latency", "offset"], "0.2"), "latency.offset"),

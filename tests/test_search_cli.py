@@ -190,7 +190,7 @@ def test_all_platforms_json_and_weighted_objective() -> None:
 
 def test_all_platforms_table_and_infeasible_budget() -> None:
     result = run("search", "--all-platforms")
-    assert result.exit_code == 0 and "market-weighted loss proxy" in result.stdout
+    assert result.exit_code == 0 and "market-weighted" in result.stdout
     assert_one_line_error(run("search", "--all-platforms", "--budget", "0.01"), 1, "infeasible",
                           "fastest configuration")
 
@@ -265,3 +265,113 @@ def test_evolution_defaults_are_ofa_and_tight_budget_terminates() -> None:
     assert full.loss >= solve_exact(small).loss - 1e-12
     with pytest.raises(BudgetError, match="fastest configuration"):
         solve_evolution(small, 1e-9)
+
+
+# -- numbers that break things, strict JSON (issue 11) ----------------------------------------------------------
+
+_COUNTER = ('{"format":"slimzoo-search-problem","version":1,"variables":['
+            '{"name":"a","choices":[1,2],"unary":[0.0,-1.0]},{"name":"b","choices":[1,2],"unary":[0.0,0.0]},'
+            '{"name":"c","choices":[1,2],"unary":[0.0,-1.0]}],"latency":{"factors":['
+            '{"variables":["a","b"],"table":[[0.0,0.0],[1.0,1.0]]},{"variables":["b","c"],"table":[[0.0,1.0],[0.0,1.0]]},'
+            '{"name":"fixed","variables":[],"table":1.0}]},"budget":2.5}')
+
+MALFORMED: list[tuple[str, str, str]] = [
+    ("400-digit integer", _COUNTER.replace('"budget":2.5', '"budget":' + "9" * 400), "budget: "),
+    ("5000-digit integer", _COUNTER.replace('"unary":[0.0,-1.0]', '"unary":[0.0,-' + "9" * 5000 + "]", 1),
+     "variables[0].unary[1]: "),
+    ("nested 100,000 deep", "[" * 100_000 + "]" * 100_000, "nested 100000 levels deep"),
+    ("unary near 1e308", _COUNTER.replace('"unary":[0.0,-1.0]', '"unary":[1e308,1.7e308]', 1),
+     "variables[0].unary[0]: 1e+308 is out of range"),
+    ("NaN in meta", _COUNTER.replace('"budget":2.5', '"budget":2.5,"meta":{"note":NaN}'), "meta.note: NaN"),
+    ("1e400", _COUNTER.replace('"budget":2.5', '"budget":1e400'), "budget: 1e400"),
+    ("Infinity in a table", _COUNTER.replace("[[0.0,0.0],[1.0,1.0]]", "[[0.0,Infinity],[1.0,1.0]]"),
+     "latency.factors[0].table[0][1]: Infinity"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_malformed_numbers_are_refused_in_one_line(tmp_path: Path, text: str, fragment: str) -> None:
+    """Each used to be a traceback (OverflowError, ValueError, RecursionError) or non-JSON output (Infinity, NaN);
+    now one line naming the field, from the full CLI and from the quick entry point alike."""
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    assert_one_line_error(run("search", "--problem", str(path), "--json"), 2, str(path), fragment)
+    proc = subprocess.run([sys.executable, "-m", "slimzoo.entry", "search", "--problem", str(path), "--json"],
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=600)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error:") and fragment in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "inf", "1e400"])
+def test_bad_budget_option_is_one_line(problem_file: Path, value: str) -> None:
+    assert_one_line_error(run("search", "--problem", str(problem_file), "--budget", value), 2, "--budget", repr(value))
+    assert_one_line_error(run("search", "--platform", "pixel5", "--budget", value), 2, "--budget")
+
+
+def test_json_output_is_strict() -> None:
+    from slimzoo.fileio import strict_json
+
+    text = strict_json({"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": 2.5})
+    assert json.loads(text) == {"a": None, "b": [1.0, None, {"c": None}], "d": 2.5}
+    assert "NaN" not in text and "Infinity" not in text
+
+
+# -- torch-free, typer-free problem path (issue 11) -------------------------------------------------------------
+
+_IMPORT_CHECK = """
+import sys
+{setup}
+heavy = sorted(m for m in ("torch", "typer", "pydantic", "scipy", "matplotlib") if m in sys.modules)
+print("HEAVY:", " ".join(heavy))
+"""
+
+
+def _imported(setup: str) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_CHECK.format(setup=setup)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.rsplit("HEAVY:", 1)[1].split())
+
+
+def test_search_package_and_quick_path_import_no_torch(problem_file: Path) -> None:
+    """slimzoo.search is numpy-only, and ``slimzoo search --problem`` (the console script's quick path) solves a
+    file importing neither torch nor typer/pydantic (which alone cost more than the solve)."""
+    assert _imported("import slimzoo.search, slimzoo.search.files") == set()
+    setup = ("from slimzoo.entry import run_quick_search\n"
+             f"assert run_quick_search({{'--problem': {str(problem_file)!r}, '--json': True}}) == 0")
+    assert _imported(setup) == set()
+
+
+def test_full_cli_problem_path_imports_no_torch(problem_file: Path) -> None:
+    """The same command through typer (``python -m slimzoo.cli``) may import typer, never torch."""
+    setup = ("from typer.testing import CliRunner\nfrom slimzoo.cli import app\n"
+             f"r = CliRunner().invoke(app, ['search', '--problem', {str(problem_file)!r}, '--json'])\n"
+             "assert r.exit_code == 0, r.output")
+    assert "torch" not in _imported(setup)
+
+
+def test_quick_path_prints_what_the_full_cli_prints(problem_file: Path) -> None:
+    env = {**os.environ, "COLUMNS": "200"}
+    for extra in (["--json"], [], ["--solver", "lagrangian", "--budget", "9.5", "--json"]):
+        quick = subprocess.run([sys.executable, "-m", "slimzoo.entry", "search", "--problem", str(problem_file),
+                                *extra], capture_output=True, text=True, env=env, timeout=600)
+        full = run("search", "--problem", str(problem_file), *extra)
+        assert quick.returncode == full.exit_code == 0, (quick.stderr, full.stderr)
+        if "--json" in extra:
+            a, b = json.loads(quick.stdout), json.loads(full.stdout)
+            a.pop("search_time_ms"), b.pop("search_time_ms")
+            assert a == b
+        else:
+            assert quick.stdout.split() == full.stdout.split()
+
+
+def test_quick_path_takes_only_what_it_understands() -> None:
+    from slimzoo.entry import quick_search_args
+
+    assert quick_search_args(["search", "--problem", "p.json"]) == {"--problem": "p.json"}
+    assert quick_search_args(["search", "--json", "--problem=p.json", "--budget", "2", "--solver", "lagrangian"]) == {
+        "--json": True, "--problem": "p.json", "--budget": "2", "--solver": "lagrangian"}
+    for argv in (["search", "--problem", "p.json", "--help"], ["search", "--platform", "pixel5"],
+                 ["search", "--problem"], ["search", "--budget", "2"], ["search", "--problem", "a", "--problem", "b"],
+                 ["search", "--json=1", "--problem", "p"], ["list-platforms"], [], ["search", "--problem", ""]):
+        assert quick_search_args(argv) is None, argv

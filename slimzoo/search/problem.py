@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,21 @@ DEFAULT_UNIT = "ms"
 #: ulps apart; without one shared slack, a configuration whose latency *is* the budget could be feasible for one
 #: solver and not another, and "exact == brute force" would fail for reasons that have nothing to do with search.
 FEASIBILITY_RTOL = 1e-9
+
+
+#: Largest magnitude accepted for any loss, latency, offset or budget. Far beyond any real latency (in ms, us or
+#: ns) or loss proxy, yet small enough that sums over thousands of terms and products with Lagrange multipliers
+#: stay finite: a value near 1e308 would overflow to ``inf`` inside the solvers and print ``Infinity``, which is
+#: not JSON.
+MAX_MAGNITUDE = 1e15
+#: Deepest nesting accepted in a problem file (the format itself needs 5 levels): Python's JSON parser recurses,
+#: and a file nested 100,000 deep would otherwise end in a RecursionError traceback.
+MAX_DEPTH = 64
+#: Longest integer literal parsed as a number: ints that long overflow float64 (and Python refuses to parse
+#: ints over 4,300 digits at all), so they are refused with the field's name rather than a traceback.
+MAX_INT_DIGITS = 300
+#: Largest channel count (int32), so a choice fits every exporter's integer fields.
+MAX_CHANNELS = 2**31 - 1
 
 
 def budget_slack(budget: float) -> float:
@@ -96,7 +112,11 @@ def _numeric_array(value: object, where: str, ndim: int | None = None) -> NDArra
                 for i, sub in enumerate(item):
                     walk(sub, f"{path}[{i}]")
             elif not _is_number(item):
-                raise ProblemError(f"{path}: expected a number, got {_type_name(item)} {item!r}")
+                raise ProblemError(f"{path}: expected a number, got {_type_name(item)} {_short(item)}")
+            elif _as_bounded_float(item) is None:
+                shown = f"{item:g}" if isinstance(item, (float, np.floating)) else _short(item)
+                raise ProblemError(f"{path}: {shown} is out of range (finite numbers with magnitude at most "
+                                   f"{MAX_MAGNITUDE:g} only)")
 
         if not isinstance(value, (list, tuple)) and ndim != 0:
             raise ProblemError(f"{where}: expected a list of numbers, got {_type_name(value)}")
@@ -112,12 +132,21 @@ def _numeric_array(value: object, where: str, ndim: int | None = None) -> NDArra
 
 def _check_finite(arr: NDArray[np.float64], where: str, non_negative: bool) -> None:
     # Fast path first (two reductions): validate() runs on every solve, and problems have ~100 tables.
-    if arr.size == 0 or (np.isfinite(arr.sum()) and (not non_negative or arr.min() >= 0)):
+    if arr.size == 0:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        low, high = float(arr.min()), float(arr.max())
+    if -MAX_MAGNITUDE <= low and high <= MAX_MAGNITUDE and (not non_negative or low >= 0):
         return
     bad = ~np.isfinite(arr)
     if bad.any():
         at = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ProblemError(f"{where}: value at index {list(at)} is {arr[at]} (must be finite)")
+    big = np.abs(arr) > MAX_MAGNITUDE
+    if big.any():
+        at = tuple(int(i) for i in np.argwhere(big)[0])
+        raise ProblemError(f"{where}: value at index {list(at)} is {arr[at]:g} (magnitudes above "
+                           f"{MAX_MAGNITUDE:g} are refused: sums of them would overflow)")
     if non_negative and (arr < 0).any():
         at = tuple(int(i) for i in np.argwhere(arr < 0)[0])
         raise ProblemError(f"{where}: value at index {list(at)} is {arr[at]} (latencies must be >= 0)")
@@ -128,7 +157,9 @@ def _check_choices(choices: object, where: str) -> list[int]:
         raise ProblemError(f"{where}: expected a non-empty list of channel counts, got {choices!r}")
     for i, c in enumerate(choices):
         if not _is_int(c) or c <= 0:
-            raise ProblemError(f"{where}[{i}]: expected a positive integer channel count, got {c!r}")
+            raise ProblemError(f"{where}[{i}]: expected a positive integer channel count, got {_short(c)}")
+        if c > MAX_CHANNELS:
+            raise ProblemError(f"{where}[{i}]: {_short(c)} is too large a channel count (at most {MAX_CHANNELS})")
     if len(set(choices)) != len(choices):
         raise ProblemError(f"{where}: channel counts must be distinct, got {list(choices)}")
     return [int(c) for c in choices]
@@ -140,18 +171,110 @@ def _check_name(name: object, where: str) -> str:
     return name
 
 
+def _as_bounded_float(value: object) -> float | None:
+    """``value`` as a float when it is a number within +-MAX_MAGNITUDE, else None (ints too big for a float
+    included: ``float(10**400)`` raises OverflowError)."""
+    if not _is_number(value):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and abs(number) <= MAX_MAGNITUDE else None
+
+
 def _check_budget(budget: object, where: str) -> float | None:
     if budget is None:
         return None
-    if not _is_number(budget) or not math.isfinite(float(budget)) or float(budget) < 0:  # type: ignore[arg-type]
-        raise ProblemError(f"{where}: expected a finite number >= 0 or null, got {budget!r}")
-    return float(budget)  # type: ignore[arg-type]
+    number = _as_bounded_float(budget)
+    if number is None or number < 0:
+        raise ProblemError(f"{where}: expected a finite number in [0, {MAX_MAGNITUDE:g}] or null, "
+                           f"got {_short(budget)}")
+    return number
 
 
 def _check_offset(offset: object, where: str) -> float:
-    if not _is_number(offset) or not math.isfinite(float(offset)) or float(offset) < 0:  # type: ignore[arg-type]
-        raise ProblemError(f"{where}: expected a finite number >= 0, got {offset!r}")
-    return float(offset)  # type: ignore[arg-type]
+    number = _as_bounded_float(offset)
+    if number is None or number < 0:
+        raise ProblemError(f"{where}: expected a finite number in [0, {MAX_MAGNITUDE:g}], got {_short(offset)}")
+    return number
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a 5,000-digit number must not become a 5,000-character
+    error line (and ``repr`` of a huge int would itself fail past Python's int-to-text limit)."""
+    if _is_int(value) and not isinstance(value, np.integer):
+        digits = value.bit_length() * 0.30103  # type: ignore[union-attr]
+        if digits > limit:
+            return f"an integer of about {int(digits) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class BadNumber:
+    """A number in a JSON text that float64 cannot hold (NaN, Infinity, 1e400, a 400-digit integer).
+
+    The parser hooks of :func:`loads` return one instead of raising, so the field it sits in can be named by
+    :func:`check_numbers` (a parser exception knows only a character position).
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text if len(self.text) <= 40 else f"a number of {len(self.text)} characters"
+
+
+def _parse_int(text: str) -> int | BadNumber:
+    return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else BadNumber(text)
+
+
+def _parse_float(text: str) -> float | BadNumber:
+    value = float(text)
+    return value if math.isfinite(value) else BadNumber(text)
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in a JSON text (strings skipped), in linear time without recursion."""
+    stripped = re.sub(r'"(?:[^"\\]|\\.)*"', "", text).encode("utf-8", "replace")
+    codes = np.frombuffer(stripped, dtype=np.uint8)
+    step = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+            - np.isin(codes, (ord("]"), ord("}"))).astype(np.int64))
+    return int(np.cumsum(step).max()) if step.size else 0
+
+
+def loads(text: str) -> Any:
+    """Parse a JSON text with the guards the problem format needs: nesting deeper than :data:`MAX_DEPTH` is a
+    ProblemError, and numbers float64 cannot hold become :class:`BadNumber` (see :func:`check_numbers`)."""
+    depth = json_depth(text)
+    if depth > MAX_DEPTH:
+        raise ProblemError(f"nested {depth} levels deep (at most {MAX_DEPTH} levels): not a search problem")
+    return json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=BadNumber)
+
+
+def check_numbers(data: object, where: str = "") -> None:
+    """ProblemError naming the first value anywhere in ``data`` that is not a finite float64 number (NaN,
+    Infinity, :class:`BadNumber`), and for nesting deeper than :data:`MAX_DEPTH`.
+
+    Runs on the whole document, ``meta`` included: whatever is read may be echoed back in ``--json`` output,
+    which must stay strict JSON. Iterative, so a deeply nested object passed from Python cannot overflow the
+    stack either.
+    """
+    stack: list[tuple[object, str, int]] = [(data, where, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ProblemError(f"{path or 'top level'}: nested too deep (at most {MAX_DEPTH} levels)")
+        if isinstance(item, dict):
+            for key, value in item.items():
+                stack.append((value, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(item, (list, tuple)):
+            for i, value in enumerate(item):
+                stack.append((value, f"{path}[{i}]", depth + 1))
+        elif isinstance(item, BadNumber) or (isinstance(item, (float, np.floating)) and not math.isfinite(item)):
+            raise ProblemError(f"{path or 'top level'}: {item!r} is not a finite number that float64 can hold")
+        elif _is_int(item) and not isinstance(item, np.integer) and item.bit_length() > 1000:  # type: ignore[union-attr]
+            raise ProblemError(f"{path or 'top level'}: {_short(item)} is too large a number")
 
 
 def _check_keys(obj: Mapping[str, Any], where: str, required: Sequence[str], optional: Sequence[str]) -> None:
@@ -364,6 +487,7 @@ class SearchProblem:
         self.budget = _check_budget(self.budget, "budget")
         if not isinstance(self.meta, dict):
             raise ProblemError(f"meta: expected a dict, got {_type_name(self.meta)}")
+        check_numbers(self.meta, "meta")
 
     # -- JSON -----------------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -394,6 +518,7 @@ class SearchProblem:
         """Parse the file format; every error names the JSON field path (e.g. ``latency.factors[3].table``)."""
         if not isinstance(data, dict):
             raise ProblemError(f"expected a JSON object at the top level, got {_type_name(data)}")
+        check_numbers(data)
         _check_keys(data, "", ["format", "version", "variables", "latency"], ["budget", "meta"])
         if data["format"] != FORMAT:
             raise ProblemError(f"format: expected '{FORMAT}', got {data['format']!r}")
@@ -491,9 +616,13 @@ class SearchProblem:
         except (OSError, UnicodeDecodeError) as exc:
             raise ProblemError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
         try:
-            data = json.loads(text)
+            data = loads(text)
         except json.JSONDecodeError as exc:
             raise ProblemError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+        except ProblemError as exc:
+            raise ProblemError(f"{path}: {exc}") from None
+        except (RecursionError, ValueError, OverflowError) as exc:  # guarded against above; never a traceback
+            raise ProblemError(f"{path}: not a readable search problem ({type(exc).__name__})") from None
         try:
             return cls.from_json(data)
         except ProblemError as exc:
