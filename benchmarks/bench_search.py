@@ -162,7 +162,8 @@ def mobilenet_problems(synthetic: bool) -> dict[str, SearchProblem]:
                  + 0.002 * rng.random(len(v.choices)) for v in ck.spec.variables}
     out = {}
     for plat in registry.platforms():
-        problem = build_problem(ck.spec, registry.latency_table(plat, ck.spec), proxy, plat.latency_budget_ms)
+        problem = build_problem(ck.spec, registry.latency_table(plat, ck.spec), proxy,
+                                registry.budget_ms(plat, ck.spec))
         problem.validate()
         out[plat.name] = problem
     return out

@@ -80,7 +80,7 @@ def scaled_budgets(registry: Any, platforms: list[str], spec: Any, reference: An
             slowest = problem.latency(problem.indices_of(s.largest()))
             ends.append((fastest, slowest))
         (f0, s0), (f1, s1) = ends
-        position = min(1.0, max(0.0, (plat.latency_budget_ms - f0) / (s0 - f0)))
+        position = min(1.0, max(0.0, (registry.budget_ms(plat, reference) - f0) / (s0 - f0)))
         out[name] = f1 + position * (s1 - f1)
     return out
 

@@ -94,9 +94,13 @@ def test_unknown_platform_suggests_nearest(registry: Registry) -> None:
         (lambda t: t.replace('runtime = "tflite"\n', ""), "runtime"),  # missing field
         (lambda t: t.replace('runtime = "tflite"', 'runtime = "tensorrt"'), "runtime"),
         (lambda t: t.replace("share = 0.232", "share = 1.5"), "market.share"),
-        (lambda t: t.replace("latency_budget_ms = 0.66", "latency_budget_ms = -1.0"), "latency_budget_ms"),
-        (lambda t: t.replace("latency_budget_ms = 0.66", "latency_budget_ms = 0"), "latency_budget_ms"),
-        (lambda t: t.replace("latency_budget_ms = 0.66", 'latency_budget_ms = "fast"'), "latency_budget_ms"),
+        (lambda t: t.replace("latency_budget_fraction = 0.75", "latency_budget_ms = -1.0"), "latency_budget_ms"),
+        (lambda t: t.replace("latency_budget_fraction = 0.75", "latency_budget_ms = 0"), "latency_budget_ms"),
+        (lambda t: t.replace("latency_budget_fraction = 0.75", 'latency_budget_ms = "fast"'), "latency_budget_ms"),
+        (lambda t: t.replace("latency_budget_fraction = 0.75", "latency_budget_fraction = 1.5"),
+         "latency_budget_fraction"),
+        (lambda t: t.replace("latency_budget_fraction = 0.75", "latency_budget_fps = 0"), "latency_budget_fps"),
+        (lambda t: t.replace("latency_budget_fraction = 0.75", ""), "latency_budget_fraction"),  # no budget at all
         (lambda t: t.replace("assumed = false", "assumed = 0"), "market.assumed"),
         (lambda t: t.replace('name = "galaxy-s21"', 'name = "../escape"'), "name"),
         (lambda t: t.replace('confidence = "verified" }', 'confidence = "sure" }', 1), "specs.cpu.confidence"),
@@ -290,13 +294,38 @@ def test_infeasible_calibration_is_refused(tmp_path: Path) -> None:
         estimate_table(platform, TINY)
 
 
+FASHION = mobilenetv2_spec(input_size=28, in_channels=1, num_classes=10, stem_stride=2)
+
+
+@pytest.mark.parametrize("spec", [SHIPPED, FASHION], ids=["32x32", "28x28-s2"])
 @pytest.mark.parametrize("name", BUILTINS)
-def test_budget_strictly_between_smallest_and_largest(registry: Registry, name: str) -> None:
-    """The shipped 32x32 spec: with the default table, the budget must make the search choose."""
-    table = registry.latency_table(name, SHIPPED)
-    smallest = table.predict(SHIPPED, SHIPPED.smallest())
-    largest = table.predict(SHIPPED, SHIPPED.largest())
-    assert smallest < registry.get(name).latency_budget_ms < largest
+def test_budget_strictly_between_smallest_and_largest(registry: Registry, name: str, spec: ArchSpec) -> None:
+    """Relative budgets: for any spec, with the default table, the budget must make the search choose."""
+    table = registry.latency_table(name, spec)
+    smallest = table.predict(spec, spec.smallest())
+    largest = table.predict(spec, spec.largest())
+    assert smallest < registry.budget_ms(name, spec) < largest
+
+
+def test_budget_rule_tightest_wins_and_scales_with_the_table(tmp_path: Path) -> None:
+    text = _base_toml().replace("latency_budget_fraction = 0.75", "latency_budget_fraction = 0.5\n"
+                                "latency_budget_fps = 4000\nlatency_budget_ms = 0.3")
+    (tmp_path / "mine.toml").write_text(text.replace('name = "galaxy-s21"', 'name = "mine"'))
+    registry = load_registry(tmp_path)
+    plat = registry.get("mine")
+    table = registry.latency_table(plat, FASHION)
+    full = table.predict(FASHION, FASHION.largest())
+    assert plat.budget.candidates(full) == pytest.approx(
+        {"latency_budget_fraction": 0.5 * full, "latency_budget_fps": 0.25, "latency_budget_ms": 0.3})
+    assert registry.budget_ms(plat, FASHION) == pytest.approx(min(0.5 * full, 0.25, 0.3))
+    # the fraction follows the network: a wider spec has a slower largest config and so a larger budget
+    wide = mobilenetv2_spec(input_size=56, in_channels=1, num_classes=10, stem_stride=2)
+    only_fraction = text.replace("latency_budget_fps = 4000\nlatency_budget_ms = 0.3", "")
+    (tmp_path / "mine.toml").write_text(only_fraction.replace('name = "galaxy-s21"', 'name = "mine"'))
+    alone = load_registry(tmp_path)
+    wide_full = alone.latency_table("mine", wide).predict(wide, wide.largest())
+    assert alone.budget_ms("mine", wide) == pytest.approx(0.5 * wide_full)
+    assert alone.budget_ms("mine", wide) > alone.budget_ms("mine", FASHION)
 
 
 # -- profiling ----------------------------------------------------------------------------------------------

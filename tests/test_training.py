@@ -64,7 +64,7 @@ def targets_for(spec, names=("iphone12", "galaxy-s21"), weights=(0.7, 0.3)):
     for name, w in zip(names, weights):
         plat = registry.get(name)
         out.append(Target(name, w, api.build_problem(spec, registry.latency_table(plat, spec), zero,
-                                                     plat.latency_budget_ms)))
+                                                     registry.budget_ms(plat, spec))))
     return out
 
 
