@@ -32,7 +32,8 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint (default: the shipped one).")]
+CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint (default: $SLIMZOO_CHECKPOINT, "
+                                                   "else the shipped one).")]
 RegistryOpt = Annotated[Path | None, typer.Option("--registry", envvar="SLIMZOO_REGISTRY",
                                                   help="Directory of user platform files and measured tables.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

@@ -22,7 +22,7 @@ from slimzoo.zoo.accuracy import (
     sample_configs,
     search_objective,
 )
-from slimzoo.zoo.checkpoint import load_checkpoint, shipped_checkpoint_path
+from slimzoo.zoo.checkpoint import default_checkpoint_path, load_checkpoint
 from slimzoo.zoo.mobilenetv2_spec import mobilenetv2_spec
 
 SPEC = mobilenetv2_spec(input_size=28, in_channels=1, num_classes=10, stem_stride=2)
@@ -69,7 +69,7 @@ def test_fit_refuses_too_few_rows() -> None:
 @pytest.fixture
 def checkpoint_copy(tmp_path: Path) -> Path:
     path = tmp_path / "ck.safetensors"
-    shutil.copy(shipped_checkpoint_path(), path)
+    shutil.copy(default_checkpoint_path(), path)
     return path
 
 

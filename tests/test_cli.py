@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slimzoo.zoo.checkpoint import shipped_checkpoint_path
+from slimzoo.zoo.checkpoint import default_checkpoint_path
 
 
 def slimzoo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -86,7 +86,7 @@ def test_bad_input_is_one_clear_line(args: list[str], code: int, fragments: list
 
 def test_truncated_checkpoint_on_the_command_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(shipped_checkpoint_path().read_bytes()[:5000])
+    bad.write_bytes(default_checkpoint_path().read_bytes()[:5000])
     proc = slimzoo("search", "--platform", "pixel5", "--checkpoint", str(bad))
     assert_one_line_error(proc, 2, str(bad))
 

@@ -59,7 +59,7 @@ def test_builtin_loads_with_all_fields(registry: Registry, name: str) -> None:
     assert p.vendor and p.device and p.soc
     assert p.runtime in ("coreml", "tflite", "onnxruntime")
     assert 0.0 <= p.market.share <= 1.0 and p.market.source and p.market.date
-    assert p.latency_budget_ms > 0
+    assert p.budget.fraction is not None and 0 < p.budget.fraction < 1  # built-ins: relative budgets
     assert p.latency.source == "estimated" and p.latency.calibration
     assert (p.latency.calibration_ms is None) != (p.latency.assumed_gmacs_per_s is None)
     for fact in p.specs.facts().values():
