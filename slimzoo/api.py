@@ -449,7 +449,7 @@ def list_platforms(registry_dir: Path | None = None, checkpoint: Path | None = N
     spec = load_checkpoint(checkpoint).spec
     rows = []
     for p in registry.platforms():
-        if registry.table_path(p, spec).is_file():
+        if registry.find_table(p, spec) is not None:
             source = "measured"
         else:
             source = "estimated" if p.latency.source == "estimated" else "missing (run slimzoo profile)"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimzoo.errors import LatencyTableError, RegistryError
+from slimzoo.errors import ExportError, LatencyTableError, RegistryError
 from slimzoo.platforms import estimate_table, load_registry
 from slimzoo.platforms.fit import FitSettings, TableLayout, accuracy, fit_table, noise_figures, spearman
 from slimzoo.platforms.kit import import_results, kit_id, load_manifest, time_kit, write_kit
@@ -29,6 +29,7 @@ from slimzoo.zoo.mobilenetv2_spec import mobilenetv2_spec
 TINY = mobilenetv2_spec(input_size=32, in_channels=1, num_classes=10, multipliers=(0.25, 1.0))
 SMALL = mobilenetv2_spec(input_size=32, in_channels=1, num_classes=10, multipliers=(0.25, 0.625, 1.0))
 PIXEL5 = load_platform_file(BUILTIN_DIR / "pixel5.toml")
+HOST = load_platform_file(BUILTIN_DIR / "host-cpu.toml")  # runs onnxruntime: the platform an onnx kit is for
 
 
 @pytest.fixture(autouse=True)
@@ -184,9 +185,10 @@ def test_tflite_probes_run_in_litert() -> None:
 # -- the kit: round trip and bad input ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def timed_kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TINY onnx kit for pixel5, timed on this machine (1 round, few runs: the round trip, not the numbers)."""
+    """A TINY onnx kit for host-cpu (an onnxruntime platform), timed on this machine (1 round, few runs: the round
+    trip, not the numbers)."""
     kit = tmp_path_factory.mktemp("kits") / "kit"
-    summary = write_kit(TINY, PIXEL5, "onnx", kit, samples=12, holdout=4, noise_configs=2, noise_copies=2)
+    summary = write_kit(TINY, HOST, "onnx", kit, samples=12, holdout=4, noise_configs=2, noise_copies=2)
     assert summary["probes"] == len(load_manifest(kit)["probes"])
     time_kit(kit, kit / "results.csv", rounds=1, runs=3, warmup=1)
     return kit
@@ -210,7 +212,7 @@ def test_kit_contents(timed_kit: Path) -> None:
     assert all(p["id"].startswith(kit_id(TINY) + "-") for p in manifest["probes"])
     assert all((timed_kit / p["file"]).is_file() for p in manifest["probes"])
     readme = (timed_kit / "README.md").read_text()
-    assert "slimzoo import-latency --platform pixel5" in readme and "Xcode" in readme
+    assert "slimzoo import-latency --platform host-cpu" in readme and "Xcode" in readme
     assert (timed_kit / "order_1.txt").read_text().count("\n") == len(manifest["probes"])
 
 
@@ -226,12 +228,12 @@ def test_tflite_kit_has_adb_scripts(tmp_path: Path) -> None:
 
 
 def test_import_round_trip_installs_a_measured_table(timed_kit: Path, tmp_path: Path) -> None:
-    table, path = import_results(timed_kit / "results.csv", TINY, PIXEL5, user_dir=tmp_path)
-    assert path == tmp_path / "tables" / "pixel5" / f"{TINY.key()}.json"
-    used = load_registry(tmp_path).latency_table("pixel5", TINY)
+    table, path = import_results(timed_kit / "results.csv", TINY, HOST, user_dir=tmp_path)
+    assert path == tmp_path / "tables" / "host-cpu" / "onnxruntime" / f"{TINY.key()}.json"
+    used = load_registry(tmp_path).latency_table("host-cpu", TINY)
     assert used.source == "measured" and used.provenance["kit"]["kit_id"] == kit_id(TINY)
-    assert used.provenance["fit"]["heldout"]["fitted"]["n"] == 4
-    report = latency_report(TINY, "pixel5", load_registry(tmp_path), plot=tmp_path / "scatter.png")
+    assert used.runtime == "onnxruntime" and used.provenance["fit"]["heldout"]["fitted"]["n"] == 4
+    report = latency_report(TINY, "host-cpu", load_registry(tmp_path), plot=tmp_path / "scatter.png")
     assert report.metrics["fitted table"]["n"] == 4
     assert (tmp_path / "scatter.png").read_bytes()[:4] == b"\x89PNG"
     assert write_scatter(report, tmp_path / "again.png").is_file()
@@ -262,11 +264,11 @@ def _bad_results(kit: Path, tmp_path: Path, case: str) -> Path:
 def test_bad_results_are_refused_and_nothing_is_overwritten(timed_kit: Path, tmp_path: Path, case: str,
                                                            fragment: str) -> None:
     registry = tmp_path / "registry"
-    _, installed = import_results(timed_kit / "results.csv", TINY, PIXEL5, user_dir=registry)
+    _, installed = import_results(timed_kit / "results.csv", TINY, HOST, user_dir=registry)
     before = installed.read_bytes()
     bad = _bad_results(timed_kit, tmp_path, case)
     with pytest.raises(LatencyTableError) as info:
-        import_results(bad, TINY, PIXEL5, kit=timed_kit, user_dir=registry)
+        import_results(bad, TINY, HOST, kit=timed_kit, user_dir=registry)
     message = str(info.value)
     assert fragment in message and "\n" not in message
     assert str(bad) in message and (case == "missing" or f"{bad} line 9:" in message)  # header + 7 rows before
@@ -277,23 +279,46 @@ def test_bad_results_are_refused_and_nothing_is_overwritten(timed_kit: Path, tmp
 def test_kit_for_another_architecture_is_refused(timed_kit: Path, tmp_path: Path) -> None:
     with pytest.raises(LatencyTableError, match=f"made for {TINY.key()}, but the checkpoint's architecture is "
                                                 f"{SMALL.key()}"):
-        import_results(timed_kit / "results.csv", SMALL, PIXEL5, user_dir=tmp_path)
+        import_results(timed_kit / "results.csv", SMALL, HOST, user_dir=tmp_path)
     assert not (tmp_path / "tables").exists()
 
 
 def test_kit_manifest_problems_are_one_line(timed_kit: Path, tmp_path: Path) -> None:
     with pytest.raises(LatencyTableError, match="no kit manifest here"):
-        import_results(timed_kit / "results.csv", TINY, PIXEL5, kit=tmp_path, user_dir=tmp_path)
+        import_results(timed_kit / "results.csv", TINY, HOST, kit=tmp_path, user_dir=tmp_path)
     copy = tmp_path / "kit"
     shutil.copytree(timed_kit, copy)
     data = json.loads((copy / "manifest.json").read_text())
     data["spec"]["params"]["num_classes"] = 11
     (copy / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(LatencyTableError, match="does not match 'arch_key'"):
-        import_results(copy / "results.csv", TINY, PIXEL5, user_dir=tmp_path)
+        import_results(copy / "results.csv", TINY, HOST, user_dir=tmp_path)
     iphone = load_platform_file(BUILTIN_DIR / "iphone12.toml")
     with pytest.raises(LatencyTableError, match="iphone12 runs coreml"):
         import_results(timed_kit / "results.csv", TINY, iphone, user_dir=tmp_path)
+
+
+def test_import_refuses_another_runtimes_kit_even_under_its_own_name(timed_kit: Path, tmp_path: Path) -> None:
+    """An onnx kit labelled as pixel5's (pixel5 runs tflite) must not become pixel5's measured table."""
+    copy = tmp_path / "kit"
+    shutil.copytree(timed_kit, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["platform"], data["platform_runtime"] = "pixel5", "tflite"
+    (copy / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(LatencyTableError) as info:
+        import_results(copy / "results.csv", TINY, PIXEL5, user_dir=tmp_path)
+    message = str(info.value)
+    assert "onnx probes (timed with onnxruntime), but pixel5 runs tflite" in message and "\n" not in message
+    assert not (tmp_path / "tables").exists()
+
+
+def test_kit_of_another_runtime_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="pixel5 runs tflite: onnx probes would time the wrong runtime"):
+        write_kit(TINY, PIXEL5, "onnx", tmp_path / "kit")
+    iphone = load_platform_file(BUILTIN_DIR / "iphone12.toml")
+    with pytest.raises(ExportError, match="Core ML probe kits are not built yet"):
+        write_kit(TINY, iphone, "tflite", tmp_path / "kit")
+    assert not (tmp_path / "kit").exists()
 
 
 def test_report_without_a_measured_table(tmp_path: Path) -> None:

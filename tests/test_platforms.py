@@ -22,6 +22,7 @@ from slimzoo.platforms import (
     save_measured_table,
     user_registry_dir,
 )
+from slimzoo.platforms.profile import litert_available
 from slimzoo.platforms.registry import BUILTIN_DIR
 from slimzoo.platforms.roofline import calibration_spec
 from slimzoo.zoo.mobilenetv2_spec import mobilenetv2_spec
@@ -243,18 +244,60 @@ def test_factors_reproduce_predict(registry: Registry) -> None:
 def test_measured_table_replaces_estimate(registry: Registry, tmp_path: Path) -> None:
     estimate = registry.latency_table("host-cpu", TINY)
     measured = LatencyTable(TINY.key(), "host-cpu", "measured", {"note": "synthetic"}, 0.5,
-                            {k: v * 2 for k, v in estimate.terms.items()})
+                            {k: v * 2 for k, v in estimate.terms.items()}, runtime="onnxruntime")
     path = save_measured_table(measured, tmp_path)
-    assert path == tmp_path / "tables" / "host-cpu" / f"{TINY.key()}.json"
+    assert path == tmp_path / "tables" / "host-cpu" / "onnxruntime" / f"{TINY.key()}.json"
     used = load_registry(tmp_path).latency_table("host-cpu", TINY)
     assert used.source == "measured" and used.offset_ms == 0.5
     assert registry.latency_table("host-cpu", SHIPPED).source == "estimated"  # other archs still estimated
-    path.rename(tmp_path / "tables" / "host-cpu" / "elsewhere.json")
-    data = json.loads((tmp_path / "tables" / "host-cpu" / "elsewhere.json").read_text())
+    data = json.loads(path.read_text())
     data["platform"] = "pixel5"
-    (tmp_path / "tables" / "host-cpu" / f"{TINY.key()}.json").write_text(json.dumps(data))
+    path.write_text(json.dumps(data))
     with pytest.raises(LatencyTableError, match="'platform'"):
         load_registry(tmp_path).latency_table("host-cpu", TINY)
+
+
+def _synthetic_measured(registry: Registry, offset: float, runtime: str | None) -> LatencyTable:
+    estimate = registry.latency_table("host-cpu", TINY)
+    return LatencyTable(TINY.key(), "host-cpu", "measured", {"runtime": runtime} if runtime else {}, offset,
+                        dict(estimate.terms), runtime=runtime)
+
+
+def test_tables_are_keyed_by_runtime(registry: Registry, tmp_path: Path) -> None:
+    """Profiling host-cpu with LiteRT must not replace its ONNX Runtime table, and neither may stand in for the
+    other: host-cpu runs onnxruntime, so search reads the onnxruntime table whatever else is stored."""
+    onnx_path = save_measured_table(_synthetic_measured(registry, 0.5, "onnxruntime"), tmp_path)
+    before = onnx_path.read_bytes()
+    lite_path = save_measured_table(_synthetic_measured(registry, 0.9, "tflite"), tmp_path)
+    assert lite_path == tmp_path / "tables" / "host-cpu" / "tflite" / f"{TINY.key()}.json"
+    assert onnx_path.read_bytes() == before
+    assert load_registry(tmp_path).latency_table("host-cpu", TINY).offset_ms == 0.5
+    # a table whose recorded runtime is not its folder's is refused, not used
+    data = json.loads(lite_path.read_text())
+    onnx_path.write_text(json.dumps(data))
+    with pytest.raises(LatencyTableError, match="field 'runtime' is 'tflite', but host-cpu runs onnxruntime"):
+        load_registry(tmp_path).latency_table("host-cpu", TINY)
+
+
+@pytest.mark.parametrize(("recorded", "usable"), [("onnxruntime", True), ("litert", False), (None, False)])
+def test_tables_from_before_runtime_keys(registry: Registry, tmp_path: Path, recorded: str | None,
+                                         usable: bool) -> None:
+    """A table in the old place (``tables/<platform>/<key>.json``, no runtime field) is read only when its
+    provenance shows it was timed with the platform's runtime; otherwise one line says to measure again."""
+    old = _synthetic_measured(registry, 0.7, None)
+    old.provenance = {"runtime": recorded} if recorded else {}
+    legacy = tmp_path / "tables" / "host-cpu" / f"{TINY.key()}.json"
+    old.save(legacy)
+    reg = load_registry(tmp_path)
+    assert reg.find_table("host-cpu", TINY) == legacy
+    if usable:
+        assert reg.latency_table("host-cpu", TINY).offset_ms == 0.7
+        return
+    with pytest.raises(LatencyTableError) as info:
+        reg.latency_table("host-cpu", TINY)
+    message = str(info.value)
+    assert "\n" not in message and str(legacy) in message and "host-cpu runs onnxruntime" in message
+    assert "measure it again (slimzoo profile --platform host-cpu --runtime onnxruntime)" in message
 
 
 def test_source_measured_without_table_is_an_error(tmp_path: Path) -> None:
@@ -343,6 +386,19 @@ def test_profile_tiny_spec(registry: Registry, tmp_path: Path) -> None:
     path = save_measured_table(table, tmp_path)
     assert load_registry(tmp_path).latency_table("host-cpu", TINY).source == "measured"
     assert LatencyTable.load(path).spread is not None
+
+
+@pytest.mark.skipif(not litert_available(), reason="ai-edge-litert not installed")
+def test_litert_profile_is_stored_beside_the_onnx_one(registry: Registry, tmp_path: Path) -> None:
+    """``profile --platform host-cpu --runtime litert``: the table says tflite and goes to its own file."""
+    onnx_path = save_measured_table(_synthetic_measured(registry, 0.5, "onnxruntime"), tmp_path)
+    before = onnx_path.read_bytes()
+    table = profile_platform(TINY, registry.get("host-cpu"), repeats=2, warmup=0, rounds=1, runtime="litert",
+                             network_check=False)
+    assert table.runtime == "tflite" and table.provenance["runtime"] == "litert"
+    path = save_measured_table(table, tmp_path)
+    assert path.parent.name == "tflite" and onnx_path.read_bytes() == before
+    assert LatencyTable.load(path).runtime == "tflite"
 
 
 def test_profile_refuses_other_devices(registry: Registry) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from slimzoo.errors import ExportError, LatencyTableError
+from slimzoo.errors import ExportError, LatencyTableError, suggest
 from slimzoo.platforms.latency import LatencyTable, layer_cells, layer_grid
 from slimzoo.platforms.profile import (DEFAULT_QUANTILE, MIN_TERM_MS, _statistic, identity_probe,
                                        layer_probe, network_probe, repeat_configs, sample_configs, statistic_name)
@@ -39,6 +39,7 @@ KIT_FORMAT = "slimzoo-latency-kit"
 KIT_VERSION = 1
 KIT_FORMATS = {"tflite": ".tflite", "onnx": ".onnx"}
 FORMAT_RUNTIME = {"tflite": "tflite", "onnx": "onnxruntime"}
+RUNTIME_FORMAT = {runtime: fmt for fmt, runtime in FORMAT_RUNTIME.items()}
 ORDER_FILES = 5
 DEFAULT_KIT_SAMPLES = 110  # 60 fit + 50 held out (+ uniform): a phone run stays well under an hour per round
 
@@ -56,12 +57,15 @@ def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: 
     from slimzoo import __version__
     from slimzoo.fileio import atomic_tree
 
-    if fmt == "coreml":
-        raise ExportError("Core ML probe kits are not built yet: make a tflite or onnx kit (--format tflite|onnx), "
-                          "or time single exported .mlpackage files with Xcode's performance report "
-                          "(docs/platforms.md)")
+    if fmt == "coreml" or platform.runtime == "coreml":
+        raise ExportError(f"Core ML probe kits are not built yet ({platform.name} runs {platform.runtime}, "
+                          f"--format {fmt}): time single exported .mlpackage files with Xcode's performance report "
+                          "(docs/platforms.md), or make a kit for a tflite or onnxruntime platform")
     if fmt not in KIT_FORMATS:
-        raise ExportError(f"unknown kit format '{fmt}'; valid: {', '.join(KIT_FORMATS)}")
+        raise ExportError(f"unknown kit format '{fmt}'; valid: {', '.join(KIT_FORMATS)}{suggest(fmt, KIT_FORMATS)}")
+    if FORMAT_RUNTIME[fmt] != platform.runtime:  # its timings could never be imported for this platform
+        raise ExportError(f"{platform.name} runs {platform.runtime}: {fmt} probes would time the wrong runtime; "
+                          f"use --format {RUNTIME_FORMAT.get(platform.runtime, platform.runtime)}")
     if fmt == "tflite":
         from slimzoo.platforms.profile import litert_available
 
@@ -371,10 +375,13 @@ def import_results(results: Path, spec: ArchSpec, platform: Platform, kit: Path 
             f"the kit in {kit} was made for {manifest['arch_key']}, but the checkpoint's architecture is "
             f"{spec.key()}: make a kit for this checkpoint (slimzoo profile-kit --checkpoint ...)")
     fmt = manifest["probe_format"]
-    if manifest["platform"] != platform.name and FORMAT_RUNTIME.get(fmt) != platform.runtime:
+    # Timings are only valid for the runtime that made them, whatever the platform name: an onnx kit timed on a
+    # phone says nothing about that phone's TFLite latency.
+    if FORMAT_RUNTIME.get(fmt) != platform.runtime:
         raise LatencyTableError(
-            f"the kit in {kit} was made for {manifest['platform']} ({fmt} probes); {platform.name} runs "
-            f"{platform.runtime}")
+            f"the kit in {kit} has {fmt} probes (timed with {FORMAT_RUNTIME.get(fmt, fmt)}), but {platform.name} "
+            f"runs {platform.runtime}: make a {RUNTIME_FORMAT.get(platform.runtime, platform.runtime)} kit "
+            f"(slimzoo profile-kit --platform {platform.name})")
     times = read_results(results, manifest)
     probes = manifest["probes"]
     identity = next(p for p in probes if p["kind"] == "identity")
@@ -394,7 +401,7 @@ def import_results(results: Path, spec: ArchSpec, platform: Platform, kit: Path 
                      "median over rows of one probe",
         "identity_overhead_ms": overhead,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }, offset_ms=overhead, terms=terms)
+    }, offset_ms=overhead, terms=terms, runtime=platform.runtime)
     samples = []
     for p in probes:
         if p["kind"] == "network":
@@ -406,7 +413,7 @@ def import_results(results: Path, spec: ArchSpec, platform: Platform, kit: Path 
         raise LatencyTableError(f"{kit}/manifest.json: the kit has no whole-network probes to fit the table to")
     table = fit_from_samples(spec, prior, samples, fit_settings or FitSettings())
     table.check_matches(spec)
-    path = measured_table_path(user_registry_dir(user_dir), platform.name, spec.key())
+    path = measured_table_path(user_registry_dir(user_dir), platform.name, platform.runtime, spec.key())
     table.save(path)  # atomic: temp file + os.replace, and only now that everything above succeeded
     return table, path
 

@@ -79,6 +79,11 @@ class LatencyTable:
     # whole-network measurements (``samples``: config, measured_ms, split = fit | heldout | repeat).
     prior: dict[str, Any] | None = field(default=None)
     samples: list[dict[str, Any]] | None = field(default=None)
+    # The runtime a measured table was timed with, in the registry's names (``coreml``, ``tflite``,
+    # ``onnxruntime``): one platform may be measured with two runtimes, and a table is only valid for the runtime
+    # that produced it. None for estimated tables (they follow the platform's runtime) and for tables written
+    # before tables were keyed by runtime.
+    runtime: str | None = field(default=None)
 
     # -- use ------------------------------------------------------------------------------------------------
     def check_matches(self, spec: ArchSpec) -> None:
@@ -111,7 +116,8 @@ class LatencyTable:
             return None
         return LatencyTable(arch_key=self.arch_key, platform=self.platform, source=self.source,
                             provenance={"method": "per-layer measurement before the whole-network fit"},
-                            offset_ms=float(self.prior["offset_ms"]), terms=dict(self.prior["terms"]))
+                            offset_ms=float(self.prior["offset_ms"]), terms=dict(self.prior["terms"]),
+                            runtime=self.runtime)
 
     def samples_of(self, split: str) -> list[dict[str, Any]]:
         """The whole-network measurements of one split (``fit``, ``heldout`` or ``repeat``)."""
@@ -134,6 +140,7 @@ class LatencyTable:
             "arch_key": self.arch_key,
             "platform": self.platform,
             "source": self.source,
+            **({"runtime": self.runtime} if self.runtime is not None else {}),
             "provenance": self.provenance,
             "offset_ms": float(self.offset_ms),
             "terms": {name: np.asarray(t, dtype=float).tolist() for name, t in self.terms.items()},
@@ -180,6 +187,8 @@ class LatencyTable:
                 raise bad(name, "must be a non-empty string")
         if data.get("source") not in ("measured", "estimated"):
             raise bad("source", f"must be 'measured' or 'estimated', got {data.get('source')!r}")
+        if "runtime" in data and (not isinstance(data["runtime"], str) or not data["runtime"]):
+            raise bad("runtime", f"must be a non-empty string, got {data['runtime']!r}")
         if not isinstance(data.get("provenance"), dict):
             raise bad("provenance", "must be an object")
         offset = data.get("offset_ms")
@@ -248,4 +257,5 @@ class LatencyTable:
             spread=spread,
             prior=prior,
             samples=samples,
+            runtime=data.get("runtime"),
         )

@@ -42,7 +42,8 @@ import numpy as np
 
 from slimzoo.errors import ConfigError, RegistryError
 from slimzoo.platforms.latency import LatencyTable, layer_cells, layer_grid
-from slimzoo.platforms.registry import Platform, host_cpu_facts, measured_table_path, user_registry_dir
+from slimzoo.platforms.registry import (Platform, canonical_runtime, host_cpu_facts, measured_table_path,
+                                        user_registry_dir)
 from slimzoo.zoo.spec import ArchSpec, LayerSpec, WidthConfig
 
 if TYPE_CHECKING:
@@ -768,7 +769,7 @@ def profile_platform(spec: ArchSpec, platform: Platform, threads: int = 1, repea
         spread[layer.name][index] = _median_iqr(times)[1]
 
     table = LatencyTable(arch_key=spec.key(), platform=platform.name, source="measured", provenance={},
-                         offset_ms=overhead, terms=terms, spread=spread)
+                         offset_ms=overhead, terms=terms, spread=spread, runtime=canonical_runtime(runtime))
     host = host_cpu_facts()
     table.provenance = {
         "method": f"{runtime} per-layer profiling ({statistic_name(quantile)} of repeated runs minus the "
@@ -967,10 +968,13 @@ def profile_and_fit(spec: ArchSpec, platform: Platform, threads: int = 1, sample
 
 
 def save_measured_table(table: LatencyTable, user_dir: Path | None = None) -> Path:
-    """Store a measured table where :meth:`Registry.latency_table` looks for it; atomic, so never half-written."""
+    """Store a measured table where :meth:`Registry.latency_table` looks for it, keyed by platform, runtime and
+    architecture (so a LiteRT profile never replaces an ONNX Runtime one); atomic, so never half-written."""
     if table.source != "measured":
         raise ValueError("only measured tables are stored; estimated ones are computed on the fly")
-    path = measured_table_path(user_registry_dir(user_dir), table.platform, table.arch_key)
+    if table.runtime is None:
+        raise ValueError("a measured table must say which runtime timed it before it is stored")
+    path = measured_table_path(user_registry_dir(user_dir), table.platform, table.runtime, table.arch_key)
     table.save(path)
     return path
 

@@ -4,7 +4,9 @@ One TOML file per platform. Built-ins ship in ``slimzoo/platforms/builtin``; a u
 directory (``--registry``, else ``$SLIMZOO_REGISTRY``, else ``~/.config/slimzoo/registry``), where a file with a
 built-in's name replaces that built-in. Every hardware fact carries a confidence (verified / third-party / unknown)
 so that an estimate built on it can say which inputs it lacked instead of quietly guessing them. Measured latency
-tables live beside the user's files, under ``tables/<platform>/<arch key>.json``.
+tables live beside the user's files, under ``tables/<platform>/<runtime>/<arch key>.json``: keyed by (platform,
+runtime, architecture), because one machine measured with ONNX Runtime and with LiteRT gives two different tables
+and neither may stand in for the other.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ __all__ = [
 ]
 
 Runtime = Literal["coreml", "tflite", "onnxruntime"]
+# The profiler names LiteRT by its current name; a platform file (and a table's key) says tflite, the format it runs.
+RUNTIME_ALIASES: dict[str, str] = {"litert": "tflite"}
 Confidence = Literal["verified", "third-party", "unknown"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 CONFIDENCES: tuple[str, ...] = get_args(Confidence)
@@ -431,26 +435,58 @@ class Registry:
         return name in self._platforms
 
     def table_path(self, platform: str | Platform, spec: ArchSpec) -> Path:
-        """Where a measured table for this platform and architecture is (or would be) stored."""
-        name = platform.name if isinstance(platform, Platform) else self.get(platform).name
-        return measured_table_path(self.user_dir, name, spec.key())
+        """Where the measured table for this platform, its runtime and this architecture is (or would be) stored."""
+        plat = platform if isinstance(platform, Platform) else self.get(platform)
+        return measured_table_path(self.user_dir, plat.name, plat.runtime, spec.key())
+
+    def find_table(self, platform: str | Platform, spec: ArchSpec) -> Path | None:
+        """The measured table file that :meth:`latency_table` would read (None when there is none): the
+        runtime-keyed one, else one stored before tables were keyed by runtime."""
+        plat = platform if isinstance(platform, Platform) else self.get(platform)
+        for path in (self.table_path(plat, spec), legacy_table_path(self.user_dir, plat.name, spec.key())):
+            if path.is_file():
+                return path
+        return None
+
+    def measured_table(self, platform: str | Platform, spec: ArchSpec) -> LatencyTable | None:
+        """The platform's measured table for this architecture and the platform's runtime, or None.
+
+        The table is checked against the spec, the platform and the runtime, so a file copied into the wrong
+        folder is refused rather than used. A table stored before tables were keyed by runtime is still read when
+        its provenance shows it was timed with the platform's runtime; otherwise it is refused in one line that
+        says to measure again (it may be a LiteRT table in an ONNX Runtime platform's place, or the reverse).
+        """
+        plat = platform if isinstance(platform, Platform) else self.get(platform)
+        path = self.find_table(plat, spec)
+        if path is None:
+            return None
+        table = LatencyTable.load(path)
+        if table.platform != plat.name:
+            raise LatencyTableError(f"{path}: field 'platform' is '{table.platform}', expected '{plat.name}'")
+        runtime = table.runtime
+        if runtime is None:  # old layout: the runtime is known only from the provenance, if at all
+            recorded = table.provenance.get("runtime")
+            runtime = canonical_runtime(recorded) if isinstance(recorded, str) else None
+            if runtime != plat.runtime:
+                found = f"timed with {recorded}" if isinstance(recorded, str) else "with no recorded runtime"
+                raise LatencyTableError(
+                    f"{path}: a table from before tables were keyed by runtime, {found}; {plat.name} runs "
+                    f"{plat.runtime}: measure it again ({_how_to_measure(plat)}) or delete the file")
+        elif runtime != plat.runtime:
+            raise LatencyTableError(f"{path}: field 'runtime' is '{runtime}', but {plat.name} runs {plat.runtime}")
+        table.check_matches(spec)
+        return table
 
     def latency_table(self, platform: str | Platform, spec: ArchSpec) -> LatencyTable:
-        """The measured table for this architecture if the user has one, else the roofline estimate.
-
-        A measured table is checked against the spec and the platform, so a file copied into the wrong folder is
-        refused rather than used.
-        """
+        """The measured table for this architecture and the platform's runtime if the user has one, else the
+        roofline estimate (see :meth:`measured_table` for what is checked)."""
         from slimzoo.platforms.roofline import estimate_table  # roofline imports this module
 
         plat = platform if isinstance(platform, Platform) else self.get(platform)
-        path = self.table_path(plat, spec)
-        if path.is_file():
-            table = LatencyTable.load(path)
-            if table.platform != plat.name:
-                raise LatencyTableError(f"{path}: field 'platform' is '{table.platform}', expected '{plat.name}'")
-            table.check_matches(spec)
+        table = self.measured_table(plat, spec)
+        if table is not None:
             return table
+        path = self.table_path(plat, spec)
         if plat.latency.source == "measured":
             raise LatencyTableError(
                 f"no measured latency table for {plat.name} and {spec.key()} (expected {path}); "
@@ -466,8 +502,26 @@ class Registry:
         return plat.budget.resolve(table.predict(spec, spec.largest()))
 
 
-def measured_table_path(user_dir: Path, platform: str, arch_key: str) -> Path:
+def canonical_runtime(runtime: str) -> str:
+    """The registry's name of a runtime (``litert`` -> ``tflite``): what tables are keyed and checked by."""
+    return RUNTIME_ALIASES.get(runtime, runtime)
+
+
+def measured_table_path(user_dir: Path, platform: str, runtime: str, arch_key: str) -> Path:
+    """``<user dir>/tables/<platform>/<runtime>/<arch key>.json``: one file per (platform, runtime, architecture)."""
+    return Path(user_dir) / "tables" / platform / canonical_runtime(runtime) / f"{arch_key}.json"
+
+
+def legacy_table_path(user_dir: Path, platform: str, arch_key: str) -> Path:
+    """Where tables were stored before they were keyed by runtime (still read when the runtime matches)."""
     return Path(user_dir) / "tables" / platform / f"{arch_key}.json"
+
+
+def _how_to_measure(plat: Platform) -> str:
+    if plat.this_machine:
+        runtime = "litert" if plat.runtime == "tflite" else plat.runtime
+        return f"slimzoo profile --platform {plat.name} --runtime {runtime}"
+    return f"slimzoo profile-kit --platform {plat.name}, then slimzoo import-latency"
 
 
 def load_registry(user_dir: Path | None = None) -> Registry:

@@ -83,14 +83,12 @@ def build_report(spec: ArchSpec, platform: Platform, table: LatencyTable, table_
 def latency_report(spec: ArchSpec, platform: str, registry: Registry, plot: Path | None = None) -> LatencyReport:
     """Load ``platform``'s measured table for ``spec`` from the registry and report on it (and plot it)."""
     plat = registry.get(platform)
-    path = registry.table_path(plat, spec)
-    if not path.is_file():
+    table = registry.measured_table(plat, spec)  # the platform's runtime's table, checked as search reads it
+    path = registry.find_table(plat, spec)
+    if table is None or path is None:
         how = "slimzoo profile" if plat.this_machine else "slimzoo profile-kit, then slimzoo import-latency"
-        raise LatencyTableError(f"no measured latency table for {plat.name} and {spec.key()} (expected {path}): "
-                                f"measure it first ({how})")
-    table = LatencyTable.load(path)
-    if table.platform != plat.name:
-        raise LatencyTableError(f"{path}: field 'platform' is '{table.platform}', expected '{plat.name}'")
+        raise LatencyTableError(f"no measured latency table for {plat.name} ({plat.runtime}) and {spec.key()} "
+                                f"(expected {registry.table_path(plat, spec)}): measure it first ({how})")
     report = build_report(spec, plat, table, str(path))
     if plot is not None:
         report.plot = str(write_scatter(report, plot))
