@@ -594,7 +594,8 @@ def latency_report(
     where = data["measurement"]
     parts = [where.get("device") or where.get("cpu_model"),
              " ".join(str(x) for x in (where.get("runtime"), where.get("runtime_version")) if x),
-             f"{where['threads']} thread(s)" if where.get("threads") else None, where.get("date")]
+             f"{where['threads']} thread(s)" if where.get("threads") else None, where.get("date"),
+             f"{where['statistic']} of the runs" if where.get("statistic") else None]
     console.print(f"{report.platform}: {report.table_path}\nmeasured on {', '.join(str(p) for p in parts if p)}",
                   highlight=False)
     _print_accuracy({f"{name} ({'estimated' if name == 'roofline estimate' else 'measured'})": report.metrics[name]

@@ -19,7 +19,7 @@ from slimzoo.errors import ExportError, LatencyTableError, RegistryError
 from slimzoo.platforms import estimate_table, load_registry
 from slimzoo.platforms.fit import FitSettings, TableLayout, accuracy, fit_table, noise_figures, spearman
 from slimzoo.platforms.kit import import_results, kit_id, load_manifest, time_kit, write_kit
-from slimzoo.platforms.latency import LatencyTable
+from slimzoo.platforms.latency import LATENCY_STATISTIC, LatencyTable
 from slimzoo.platforms.profile import (litert_available, network_probe, layer_probe, profile_and_fit,
                                        sample_configs)
 from slimzoo.platforms.registry import BUILTIN_DIR, load_platform_file
@@ -144,6 +144,8 @@ def test_profile_and_fit_records_provenance_and_heldout(tmp_path: Path) -> None:
     for key in ("cpu_model", "cores", "threads", "runtime", "runtime_version", "date", "repetitions", "statistic"):
         assert key in prov, key
     assert prov["networks"]["heldout"] == 3 and prov["fit"]["heldout"]["fitted"]["n"] == 3
+    # one statistic: the cells and the networks the table is fitted to are medians, as the gate measures
+    assert prov["statistic"] == prov["networks"]["statistic"] == LATENCY_STATISTIC == "median"
     assert "noise" in prov and table.prior is not None
     assert {s["split"] for s in table.samples or []} == {"fit", "heldout", "repeat"}
     path = tmp_path / "t.json"
@@ -190,7 +192,8 @@ def timed_kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     kit = tmp_path_factory.mktemp("kits") / "kit"
     summary = write_kit(TINY, HOST, "onnx", kit, samples=12, holdout=4, noise_configs=2, noise_copies=2)
     assert summary["probes"] == len(load_manifest(kit)["probes"])
-    time_kit(kit, kit / "results.csv", rounds=1, runs=3, warmup=1)
+    summary = time_kit(kit, kit / "results.csv", rounds=1, runs=3, warmup=1)
+    assert summary["statistic"] == LATENCY_STATISTIC
     return kit
 
 
@@ -223,7 +226,8 @@ def test_tflite_kit_has_adb_scripts(tmp_path: Path) -> None:
     readme = (tmp_path / "kit" / "README.md").read_text()
     assert "benchmark_model" in readme and "adb push" in readme and "taskset" in readme
     assert os.access(tmp_path / "kit" / "run_tflite.sh", os.X_OK)
-    assert "min=" in (tmp_path / "kit" / "device_run.sh").read_text()
+    script = (tmp_path / "kit" / "device_run.sh").read_text()
+    assert "avg=" in script and " min=" not in script  # the typical run, not the best one (one statistic)
     assert all(p.suffix == ".tflite" for p in (tmp_path / "kit" / "probes").iterdir())
 
 
@@ -233,6 +237,7 @@ def test_import_round_trip_installs_a_measured_table(timed_kit: Path, tmp_path: 
     used = load_registry(tmp_path).latency_table("host-cpu", TINY)
     assert used.source == "measured" and used.provenance["kit"]["kit_id"] == kit_id(TINY)
     assert used.runtime == "onnxruntime" and used.provenance["fit"]["heldout"]["fitted"]["n"] == 4
+    assert used.provenance["statistic"] == LATENCY_STATISTIC
     report = latency_report(TINY, "host-cpu", load_registry(tmp_path), plot=tmp_path / "scatter.png")
     assert report.metrics["fitted table"]["n"] == 4
     assert (tmp_path / "scatter.png").read_bytes()[:4] == b"\x89PNG"

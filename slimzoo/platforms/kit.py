@@ -27,7 +27,7 @@ import numpy as np
 
 from slimzoo.errors import ExportError, LatencyTableError, suggest
 from slimzoo.platforms.latency import LatencyTable, layer_cells, layer_grid
-from slimzoo.platforms.profile import (DEFAULT_QUANTILE, MIN_TERM_MS, _statistic, identity_probe,
+from slimzoo.platforms.profile import (DEFAULT_QUANTILE, LATENCY_STATISTIC, MIN_TERM_MS, _statistic, identity_probe,
                                        layer_probe, network_probe, repeat_configs, sample_configs, statistic_name)
 from slimzoo.platforms.registry import Platform, measured_table_path, user_registry_dir
 from slimzoo.zoo.spec import ArchSpec
@@ -145,7 +145,8 @@ def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: 
 
 DEVICE_SCRIPT = r"""#!/system/bin/sh
 # Runs ON the phone (started by run_tflite.sh through adb): times every probe with TFLite's benchmark_model,
-# ROUNDS passes, each in its own shuffled order, and prints CSV: probe id, minimum run time (us), round.
+# ROUNDS passes, each in its own shuffled order, and prints CSV: probe id, mean run time (us), round.
+# benchmark_model reports no median; slimzoo import-latency takes the median over rounds of these means.
 # Settings come from the environment: BM (benchmark_model path), THREADS, MASK (taskset CPU mask, empty = none),
 # ROUNDS, RUNS (timed runs per probe and round).
 BM=${BM:-/data/local/tmp/benchmark_model}
@@ -167,7 +168,7 @@ while [ "$r" -le "$ROUNDS" ]; do
             --num_runs="$RUNS" --min_secs=0 --max_secs=30 --use_xnnpack=true 2>&1)
     fi
     stat=$(echo "$out" | grep 'count=' | tail -n 1)
-    us=$(echo "$stat" | sed -n 's/.* min=\([0-9.e+]*\).*/\1/p')
+    us=$(echo "$stat" | sed -n 's/.* avg=\([0-9.e+]*\).*/\1/p')
     [ -z "$us" ] && us=$(echo "$stat" | sed -n 's/.* curr=\([0-9.e+]*\).*/\1/p')
     echo "$id,${us:-FAILED},$r"
   done < "order_$o.txt"
@@ -225,8 +226,10 @@ checkpoint's; nothing in the registry changes unless the whole import succeeds.
 ## results.csv
 
 A header row, then one row per probe and round: `probe,us[,round]` (microseconds) or `probe,ms[,round]`.
-Several rows of one probe are combined by their median. Use the same statistic for every probe (the scripts
-below write the minimum over each invocation's runs: on a phone, interference and heat only ever add time).
+Several rows of one probe (one per round) are combined by their median. slimzoo uses one latency statistic
+everywhere, the median (what a user sees in a typical run, and what `slimzoo check --measure` measures): record
+each invocation's median where the tool reports one, else its mean (the scripts below write `benchmark_model`'s
+`avg=`, as it reports no median), never the minimum, which is a best case no user sees.
 """
     if fmt == "tflite":
         body = """
@@ -253,7 +256,7 @@ below write the minimum over each invocation's runs: on a phone, interference an
        taskset 80 /data/local/tmp/benchmark_model --graph=probes/<id>.tflite --num_threads=1 \\
            --warmup_runs=10 --warmup_min_secs=0 --num_runs=100 --min_secs=0 --max_secs=30 --use_xnnpack=true
 
-   and the `min=` of its last `count=... min=... avg=...` line (microseconds) is recorded.
+   and the `avg=` of its last `count=... min=... avg=...` line (microseconds) is recorded.
 
 4. Import (on your computer, in this folder's parent):
 
@@ -271,7 +274,7 @@ Elsewhere, time every probe with your ONNX Runtime build's own tool, one round p
 
     onnxruntime_perf_test -I -m times -r 100 -x 1 probes/<id>.onnx
 
-and write its minimum latency per probe and round as `probe,ms,round` rows (same statistic for every probe).
+and write its median latency per probe and round as `probe,ms,round` rows (the median, for every probe).
 Then:
 
     slimzoo import-latency --platform {platform} {kit}/results.csv
@@ -397,8 +400,10 @@ def import_results(results: Path, spec: ArchSpec, platform: Platform, kit: Path 
         "device": platform.device, "soc": platform.soc, "runtime": FORMAT_RUNTIME.get(fmt, fmt),
         "kit": {"kit_id": manifest["kit_id"], "platform": manifest["platform"], "created": manifest.get("created"),
                 "probes": len(probes), "results": str(results)},
-        "statistic": "as recorded in the results file (kit scripts: minimum over each invocation's runs); "
-                     "median over rows of one probe",
+        "statistic": LATENCY_STATISTIC,
+        "statistic_detail": "median over the rounds (rows) of one probe, of each round's time as the results file "
+                            "records it (time-kit: the median of its runs; the tflite scripts: benchmark_model's "
+                            "mean, as it reports no median)",
         "identity_overhead_ms": overhead,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }, offset_ms=overhead, terms=terms, runtime=platform.runtime)

@@ -25,13 +25,16 @@ from slimzoo.fileio import write_text
 from slimzoo.errors import LatencyTableError
 from slimzoo.zoo.spec import ArchSpec, LayerSpec
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SAMPLE_SPLITS", "LatencyTable", "TableSource", 
+__all__ = ["FORMAT", "FORMAT_VERSION", "LATENCY_STATISTIC", "SAMPLE_SPLITS", "LatencyTable", "TableSource", 
            "layer_grid"]
 
 TableSource = Literal["measured", "estimated"]
 FORMAT = "slimzoo-latency-table"
 FORMAT_VERSION = 1
 SAMPLE_SPLITS = ("fit", "heldout", "repeat")  # whole-network samples: used by the fit, held out, noise repeats
+# The one statistic a latency is everywhere (fit, kits, the gate's measurement, reports): a budget is a promise
+# about the typical run a user sees. Recorded in every measured table's provenance as ``statistic``.
+LATENCY_STATISTIC = "median"
 
 
 def layer_grid(spec: ArchSpec, layer: LayerSpec) -> tuple[tuple[int, ...], Iterator[tuple[tuple[int, ...], int, int]]]:
