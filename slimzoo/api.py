@@ -6,6 +6,7 @@ returns plain results that the CLI renders and tests assert on.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import time
 import sys
@@ -243,10 +244,33 @@ def _check_solver(solver: str) -> None:
 
 
 def _check_budget(budget_ms: float) -> float:
+    """A budget given by the user: a finite number of ms > 0. Anything else is bad input (exit 2), not a search
+    that found nothing (BudgetError, exit 1)."""
     budget_ms = float(budget_ms)
-    if not budget_ms > 0:
-        raise BudgetError(f"budget must be positive, got {budget_ms:g} ms")
+    if not 0 < budget_ms < math.inf:
+        raise ProblemError(f"budget must be a finite number of ms > 0, got {budget_ms:g}")
     return budget_ms
+
+
+def _check_zoo_request(registry: Any, names: list[str], formats: list[str], budgets: dict[str, float]) -> None:
+    """Refuse, before any work, what ``build-zoo`` would otherwise record as a failed pair or silently ignore:
+    an unknown format, a budget for an unknown platform or for one not being built, a budget that is no number."""
+    from slimzoo.exporters.base import exporter_names
+    from slimzoo.errors import ExportError, RegistryError
+
+    known = exporter_names()
+    for fmt in formats:
+        if fmt not in known:
+            raise ExportError(f"--formats: unknown format '{fmt}'{suggest(fmt, known)}; valid: {', '.join(known)}")
+    for name, value in budgets.items():
+        if name not in registry:
+            raise RegistryError(f"--budgets: unknown platform '{name}'{suggest(name, registry.names())}; "
+                                f"known: {', '.join(registry.names())}")
+        if name not in names:
+            raise RegistryError(f"--budgets: {name} is not being built (--platforms {','.join(names)}); add it to "
+                                f"--platforms or drop its budget")
+        if not 0 < value < math.inf:
+            raise ProblemError(f"--budgets: {name}'s budget must be a finite number of ms > 0, got {value:g}")
 
 
 def platform_problem(platform: str, budget: float | None = None, checkpoint: Path | None = None,
@@ -867,6 +891,18 @@ def _zoo_platform_info(name: str, budget: float | None, checkpoint: Path | None,
     }
 
 
+def _failure_reason(exc: BaseException) -> str:
+    """Why a pair failed, in the user's words: a slimzoo error is its message (the class name is an internal); an
+    unexpected error keeps its type, which is what a bug report needs."""
+    from slimzoo.errors import SlimzooError
+
+    if isinstance(exc, SlimzooError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
 def _runs_here(info: dict[str, Any], fmt: str) -> bool:
     """Whether this machine can time the model as the platform runs it (ONNX Runtime on this machine's CPU)."""
     return fmt == "onnx" and info["this_machine"] and info["runtime"] == "onnxruntime"
@@ -898,6 +934,7 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
     names = registry.names() if not platforms or platforms == ["all"] else [registry.get(p).name for p in platforms]
     formats = list(formats) if formats else exporter_names()
     budgets = dict(budgets or {})
+    _check_zoo_request(registry, names, formats, budgets)
     old: dict[str, Any] = {}
     if (out / "manifest.json").is_file():
         try:
@@ -935,7 +972,7 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
                 try:
                     infos[name] = _zoo_platform_info(name, budgets.get(name), checkpoint, registry_dir)
                 except Exception as exc:  # noqa: BLE001 - recorded, the other pairs go on
-                    info_errors[name] = f"{type(exc).__name__}: {exc}"
+                    info_errors[name] = _failure_reason(exc)
             if name in info_errors:
                 raise RuntimeError(info_errors[name])
             info = infos[name]
@@ -997,8 +1034,7 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
             log["pairs"][mid] = pair_log
             models.append(entry)
         except Exception as exc:  # noqa: BLE001 - one pair's failure must not lose the others
-            reason = str(exc) if isinstance(exc, RuntimeError) and name in info_errors \
-                else f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, RuntimeError) and name in info_errors else _failure_reason(exc)
             entry.update({"status": "failed", "reason": reason})
             entry.pop("input_hash", None)
             models.append(entry)

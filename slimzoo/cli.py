@@ -719,7 +719,7 @@ def build_zoo(
         except ValueError:
             raise fail(f"--budgets: expected name=ms pairs, got {part!r}") from None
     names = None if platforms.strip() == "all" else _name_list(platforms)
-    with progress_bar(f"building {out}") as progress:
+    with _lazy_bar(f"building {out}") as progress:  # no bar before the request is checked
         summary = api.build_zoo(out, names, _name_list(formats), checkpoint, registry, budget_map,
                                 not no_measure, progress, data_dir=data_dir)
     if as_json:

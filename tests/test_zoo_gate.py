@@ -239,28 +239,52 @@ def test_failed_pair_recorded_others_kept(zoo: tuple[Path, dict], tmp_path: Path
     out, _ = zoo
     other = tmp_path / "partial"
     shutil.copytree(out, other)
-    # an unknown format and an infeasible budget fail; the built pairs are reused and kept
-    summary = api.build_zoo(other, ["host-cpu", "pixel5"], ["onnx", "nosuchformat"], measure=False,
-                            budgets={"host-cpu": 1e-6})
-    assert summary["failed"] == 3
+    # an infeasible budget fails host-cpu's pair (found only by the search); pixel5's built pair is reused and kept
+    summary = api.build_zoo(other, ["host-cpu", "pixel5"], ["onnx"], measure=False, budgets={"host-cpu": 1e-6})
+    assert summary["failed"] == 1 and summary["reused"] == 1
     m = read_manifest(other)
     status = {(x["platform"], x["format"]): x for x in m["models"]}
     assert status[("pixel5", "onnx")]["status"] == "ok"
-    assert status[("pixel5", "nosuchformat")]["status"] == "failed"
-    assert "nosuchformat" in status[("pixel5", "nosuchformat")]["reason"]
     assert status[("host-cpu", "onnx")]["status"] == "failed"
-    assert "budget" in status[("host-cpu", "onnx")]["reason"].lower()
+    reason = status[("host-cpu", "onnx")]["reason"]
+    assert "budget" in reason.lower() and "Error" not in reason  # the user's words, not an exception class
     assert not (other / "host-cpu" / "host-cpu.onnx").exists()  # no file left that the manifest does not own
     report = api.check_zoo(other)
     failed = {(c.model, c.gate) for c in report.cases if c.status == "fail"}
-    assert failed == {("host-cpu/onnx", "build"), ("host-cpu/nosuchformat", "build"), ("pixel5/nosuchformat", "build")}
+    assert failed == {("host-cpu/onnx", "build")}
     assert report.exit_code == 1
 
 
 def test_failed_pair_cli_exit_code(tmp_path: Path) -> None:
-    r = cli("build-zoo", "--platforms", "pixel5", "--formats", "nosuchformat", "--out", str(tmp_path / "z"))
-    assert r.returncode == 1 and "nosuchformat" in r.stderr
+    r = cli("build-zoo", "--platforms", "host-cpu", "--formats", "onnx", "--budgets", "host-cpu=0.000001",
+            "--out", str(tmp_path / "z"))
+    assert r.returncode == 1 and "budget" in r.stderr and "BudgetError" not in r.stderr + r.stdout
     assert read_manifest(tmp_path / "z")["models"][0]["status"] == "failed"
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--platforms", "iphone12", "--budgets", "iphon12=0.1"], "unknown platform 'iphon12' (did you mean 'iphone12'?)"),
+    (["--platforms", "pixel5", "--budgets", "iphone12=0.1"], "iphone12 is not being built (--platforms pixel5)"),
+    (["--platforms", "pixel5", "--formats", "pt"], "--formats: unknown format 'pt'"),
+    (["--platforms", "pixel5", "--formats", "onnx,tflte"], "unknown format 'tflte' (did you mean 'tflite'?)"),
+    (["--platforms", "pixel5", "--budgets", "pixel5=-1"], "pixel5's budget must be a finite number of ms > 0, got -1"),
+    (["--platforms", "pixel5", "--budgets", "pixel5=nan"], "pixel5's budget must be a finite number of ms > 0, got nan"),
+    (["--platforms", "pixel5", "--budgets", "pixel5=inf"], "pixel5's budget must be a finite number of ms > 0, got inf"),
+], ids=["misspelt-platform", "platform-not-built", "unknown-format", "misspelt-format", "negative", "nan", "inf"])
+def test_bad_build_request_is_refused_up_front(tmp_path: Path, args: list[str], fragment: str) -> None:
+    """Bad input to build-zoo: exit 2, one line, before any work (no zoo folder)."""
+    out = tmp_path / "z"
+    r = cli_inproc("build-zoo", *args, "--out", str(out))
+    assert r.returncode == 2, r.stdout + r.stderr
+    message = " ".join(r.stderr.split())
+    assert message.startswith("error:") and fragment in message and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1  # one line (COLUMNS=200: no wrapping)
+    assert not out.exists()
+
+
+def test_export_budget_that_is_no_number_is_bad_input() -> None:
+    r = cli_inproc("export", "--platform", "pixel5", "--budget", "nan", "--out", "/nonexistent/never")
+    assert r.returncode == 2 and "budget must be a finite number of ms > 0, got nan" in " ".join(r.stderr.split())
 
 
 def test_zoo_list_and_show(zoo: tuple[Path, dict]) -> None:
