@@ -635,6 +635,8 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
     from slimzoo.exporters.base import ExportOptions, export_validated, get_exporter
     from slimzoo.fileio import tree_sha256, tree_size
 
+    # names and options are case-insensitive (NCHW is nchw); the exporters compare lower-case values
+    precision, layout, input_type = (None if v is None else v.strip().lower() for v in (precision, layout, input_type))
     exporter = get_exporter(fmt)  # refuse an unknown or unbuilt format before any work
     exporter.check_options(ExportOptions(precision=precision, layout=layout, input_type=input_type))
     found = search_platform(platform, budget, checkpoint, registry_dir, solver)
@@ -932,7 +934,7 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
     ck = load_checkpoint(checkpoint)
     registry = load_registry(registry_dir)
     names = registry.names() if not platforms or platforms == ["all"] else [registry.get(p).name for p in platforms]
-    formats = list(formats) if formats else exporter_names()
+    formats = [f.strip().lower() for f in formats] if formats else exporter_names()
     budgets = dict(budgets or {})
     _check_zoo_request(registry, names, formats, budgets)
     old: dict[str, Any] = {}

@@ -238,7 +238,9 @@ def exporter_names() -> list[str]:
 
 
 def get_exporter(name: str) -> Exporter:
+    """The exporter for a format name, case-insensitively (``ONNX`` is ``onnx``: a name, not a spelling test)."""
     _ensure_builtin_exporters()
+    name = name.strip().lower()
     names = exporter_names()
     if name not in _EXPORTERS:
         raise ExportError(f"unknown format '{name}'{suggest(name, names)}; valid: {', '.join(names)}")

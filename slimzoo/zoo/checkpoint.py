@@ -45,6 +45,13 @@ class Checkpoint:
         from slimzoo.zoo.registry import create_supernet
 
         net = create_supernet(self.spec)
+        # Name the tensor and both shapes: torch's own message ("Error(s) in loading state_dict ...") names neither
+        # in its first line, and it is the one thing a user can act on (wrong checkpoint, or an edited file).
+        for name, want in net.state_dict().items():
+            got = self.state.get(name)
+            if got is not None and tuple(got.shape) != tuple(want.shape):
+                raise CheckpointError(f"{self.path}: tensor '{name}' has shape {list(got.shape)}, but the "
+                                      f"architecture needs {list(want.shape)} (weights of another network?)")
         try:
             net.load_state_dict(self.state, strict=True)
         except RuntimeError as exc:
@@ -148,5 +155,11 @@ def loss_proxy_arrays(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
         values = proxy.get(var.name)
         if values is None or len(values) != len(var.choices):
             raise CheckpointError(f"{checkpoint.path}: loss proxy missing or wrong length for '{var.name}'")
-        out[var.name] = np.asarray(values, dtype=np.float64)
+        arr = np.asarray(values, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:  # say where, not what the solver later finds ("unary[0]: value at index [0] is nan")
+            raise CheckpointError(
+                f"{checkpoint.path}: field 'loss_proxy.{var.name}' holds {arr[bad[0]]} for width {var.choices[bad[0]]} "
+                f"(choice {bad[0]}): the training that wrote it diverged, or the file was edited; retrain or fix it")
+        out[var.name] = arr
     return out
