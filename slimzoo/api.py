@@ -560,18 +560,18 @@ def fit_accuracy(checkpoint: Path | None = None, n_configs: int = 120, holdout: 
         raise ProblemError(f"--configs must be at least 8 (some are held out), got {n_configs}")
     ck = load_checkpoint(checkpoint)
     data = checkpoint_dataset(ck, data_dir)
-    stored, measured, held = fit_accuracy_model(ck.build_supernet(), data, ck.spec, ck.sha256,
-                                                loss_proxy_arrays(ck), n_configs, holdout, seed, progress)
+    stored = fit_accuracy_model(ck.build_supernet(), data, ck.spec, ck.sha256, loss_proxy_arrays(ck), n_configs,
+                                holdout, seed, progress)
     assert ck.path is not None
     path = stored.save(accuracy_model_path(ck.path))
     report = {k: v for k, v in stored.report.items() if k != "measurements"}
     report["model_file"] = str(path)
     if plot is not None:
-        report["plot"] = str(_accuracy_plot(stored, ck.spec, measured, held, plot))
+        report["plot"] = str(_accuracy_plot(stored, plot))
     return report
 
 
-def _accuracy_plot(stored: Any, spec: ArchSpec, measured: list[Any], held: list[bool], out: Path) -> Path:
+def _accuracy_plot(stored: Any, out: Path) -> Path:
     """Predicted against measured validation accuracy, fitting and held-out configs apart (PNG, atomic)."""
     import matplotlib
 
@@ -580,9 +580,10 @@ def _accuracy_plot(stored: Any, spec: ArchSpec, measured: list[Any], held: list[
 
     from slimzoo.fileio import atomic_path
 
-    predicted = 100 - stored.model.predict(spec, [m.config for m in measured])
-    actual = np.array([100 * m.accuracy for m in measured])
-    mask = np.array(held)
+    rows = stored.report["measurements"]  # predictions of the fit that never saw the held-out rows
+    predicted = np.array([100 * r["predicted_val_accuracy"] for r in rows])
+    actual = np.array([100 * r["val_accuracy"] for r in rows])
+    mask = np.array([r["held_out"] for r in rows])
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.scatter(actual[~mask], predicted[~mask], s=14, alpha=0.6, label="fitting configs")
     ax.scatter(actual[mask], predicted[mask], s=22, marker="s", color="#c44e52", label="held-out configs")
@@ -590,7 +591,7 @@ def _accuracy_plot(stored: Any, spec: ArchSpec, measured: list[Any], held: list[
     ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
     figs = stored.report["held_out_figures"]["fitted"]
     ax.set(xlabel="measured val top-1 (%)", ylabel="predicted val top-1 (%)",
-           title=f"additive accuracy model: held-out Spearman {figs['spearman']:.3f}, MAE {figs['mae_points']:.2f}")
+           title=f"held-out Spearman {figs['spearman']:.3f}, MAE {figs['mae_points']:.2f} points")
     ax.legend(loc="upper left")
     fig.tight_layout()
     with atomic_path(Path(out)) as tmp:
@@ -926,7 +927,7 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
 
     from slimzoo.exporters.base import exporter_names
     from slimzoo.exporters.manifest import (BUILD_LOG_NAME, ManifestError, content_hash, file_entries,
-                                            read_manifest, verify_files, write_manifest)
+                                            manifest_intact, read_manifest, verify_files, write_manifest)
     from slimzoo.platforms.profile import time_onnx_file
 
     out = Path(out)
@@ -941,7 +942,9 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
     if (out / "manifest.json").is_file():
         try:
             prev = read_manifest(out)
-            good = {c.model for c in verify_files(out, prev) if c.status == "pass"}
+            # a manifest edited after its build vouches for nothing: rebuild every pair rather than reuse one
+            good = ({c.model for c in verify_files(out, prev) if c.status == "pass"} if manifest_intact(prev)
+                    else set())
             old = {f"{m['platform']}/{m['format']}": m for m in prev["models"]
                    if m["status"] == "ok" and f"{m['platform']}/{m['format']}" in good}
             prev_models = prev["models"]
@@ -956,6 +959,7 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
                        "dataset": ck.meta.get("dataset"), "strategy": training.get("strategy"),
                        "training_summary": training.get("summary"), "training_command": training.get("command")},
         "requested": {"platforms": names, "formats": formats, "budgets": budgets},
+        "arch": ck.spec.to_json(),  # what `check` recomputes predicted latencies with, on the current tables
     }
     pairs = [(p, f) for p in names for f in formats]
     total = len(pairs)
@@ -1070,19 +1074,25 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
             "notes": notes}
 
 
-def check_zoo(zoo: Path, measure: bool = False, tolerance: float = 0.10) -> Any:
-    """The CI gate: checksums of every file, predicted latency within budget, and with ``measure`` the measured
-    latency on this machine within budget x (1 + tolerance) where the platform's runtime runs here. Returns a
-    :class:`slimzoo.exporters.manifest.CheckReport`; raises ManifestError (exit 2) when the zoo is unreadable."""
-    from slimzoo.exporters.manifest import CheckReport, measured_case, read_manifest, verify_budgets, verify_files
+def check_zoo(zoo: Path, measure: bool = False, tolerance: float = 0.10, registry_dir: Path | None = None) -> Any:
+    """The CI gate: checksums of every file, the manifest against its own recorded sha256, each model's predicted
+    latency recomputed from its width config on the platform's *current* latency table against its *current*
+    budget (drift since the build reported), and with ``measure`` the measured latency (median) on this machine
+    within that budget x (1 + tolerance) where the platform's runtime runs here. Nothing the manifest says about
+    latency or budget is trusted. Returns a :class:`slimzoo.exporters.manifest.CheckReport`; raises
+    ManifestError (exit 2) when the zoo is unreadable."""
+    from slimzoo.exporters.manifest import (CheckReport, measured_case, read_manifest, recompute, verify_budgets,
+                                            verify_files, verify_manifest)
     from slimzoo.platforms.profile import time_onnx_file
 
     if not tolerance >= 0:
         raise ProblemError(f"--tolerance must be >= 0, got {tolerance:g}")
     manifest = read_manifest(zoo)
+    registry = load_registry(registry_dir)
     report = CheckReport(str(zoo))
     report.cases += verify_files(zoo, manifest)
-    report.cases += verify_budgets(manifest)
+    report.cases.append(verify_manifest(manifest))
+    report.cases += verify_budgets(manifest, registry)
     if measure:
         checksum_ok = {c.model for c in report.cases if c.gate == "checksum" and c.status == "pass"}
         for m in manifest["models"]:
@@ -1090,15 +1100,20 @@ def check_zoo(zoo: Path, measure: bool = False, tolerance: float = 0.10) -> Any:
                 continue
             mid = f"{m['platform']}/{m['format']}"
             runs_here = (m.get("measured_latency") or {}).get("runs_here", False)
+            now = recompute(manifest, m, registry)
+            current = {**m, "budget_ms": now.budget_ms}  # the budget as it stands now, not as it was built
             if not runs_here:
-                report.cases.append(measured_case(m, None, tolerance))
+                report.cases.append(measured_case(current, None, tolerance))
+            elif now.budget_ms is None:
+                report.cases.append(measured_case(current, None, tolerance, f"not timed: {now.error}"))
+                report.cases[-1].status = "fail"
             elif mid not in checksum_ok:
-                report.cases.append(measured_case(m, None, tolerance, "not timed: the file fails its checksum"))
+                report.cases.append(measured_case(current, None, tolerance, "not timed: the file fails its checksum"))
                 report.cases[-1].status = "fail"
             else:
                 median, _ = time_onnx_file(Path(zoo) / m["path"])
                 report.measured[mid] = median
-                report.cases.append(measured_case(m, median, tolerance))
+                report.cases.append(measured_case(current, median, tolerance))
     return report
 
 

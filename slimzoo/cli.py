@@ -746,15 +746,17 @@ def check(
     = 0.10,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML (one test case per model and "
                                                "gate).")] = None,
+    registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The CI gate: checksums, predicted (and --measure: measured) latency within budget. Exit 0 pass, 1 a model
-    fails a gate, 2 the zoo or manifest is unreadable."""
+    """The CI gate: checksums, the manifest's own hash, predicted latency recomputed on today's tables against
+    today's budgets (and --measure: measured latency). Exit 0 pass, 1 a model fails a gate, 2 the zoo or manifest
+    is unreadable."""
     from slimzoo import api
     from slimzoo.exporters.manifest import CheckReport, ManifestError, junit_xml
 
     try:
-        report = api.check_zoo(zoo, measure, tolerance)
+        report = api.check_zoo(zoo, measure, tolerance, registry)
     except ManifestError as exc:
         if junit is not None:
             junit_xml(CheckReport(str(zoo)), junit, error=str(exc))

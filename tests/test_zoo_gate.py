@@ -214,14 +214,80 @@ def test_missing_zoo_is_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "nowhere" in r.stderr
 
 
-def test_over_budget_fails_gate(copy: Path) -> None:
+def _user_platform(registry: Path, name: str, budget_ms: float | None = None,
+                   calibration_factor: float = 1.0) -> Path:
+    """A user registry file shadowing built-in ``name``: its budget replaced by ``budget_ms`` (absolute), and/or
+    its calibration point scaled by ``calibration_factor`` (so its estimated latency table changes)."""
+    import re
+    import tomllib
+
+    from slimzoo.platforms.registry import BUILTIN_DIR
+
+    text = (BUILTIN_DIR / f"{name}.toml").read_text()
+    if budget_ms is not None:
+        text = re.sub(r"(?m)^latency_budget_\w+ = .*$\n", "", text)
+        text = re.sub(r'(?m)^(runtime = .*)$', rf"\1\nlatency_budget_ms = {budget_ms!r}", text, count=1)
+    if calibration_factor != 1.0:
+        ms = tomllib.loads(text)["latency"]["calibration_ms"]
+        text = re.sub(r"(?m)^calibration_ms = .*$", f"calibration_ms = {ms * calibration_factor!r}", text)
+    registry.mkdir(parents=True, exist_ok=True)
+    path = registry / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_over_budget_fails_gate(copy: Path, tmp_path: Path) -> None:
+    """The registry's budget lowered after the build (the manifest untouched): the gate holds the model to the
+    budget as it is now, and says the budget changed."""
+    m = read_manifest(copy)
+    pixel5 = next(x for x in m["models"] if x["platform"] == "pixel5")
+    registry = tmp_path / "registry"
+    _user_platform(registry, "pixel5", budget_ms=pixel5["predicted_latency_ms"] / 2)
+    report = api.check_zoo(copy, registry_dir=registry)
+    failed = [c for c in report.cases if c.status == "fail"]
+    assert [(c.model, c.gate) for c in failed] == [("pixel5/onnx", "predicted-latency")]
+    assert "budget changed since the build" in failed[0].message
+    assert f"budget {pixel5['predicted_latency_ms'] / 2:g} ms" in failed[0].message
+    r = cli_inproc("check", str(copy), "--registry", str(registry))
+    assert r.returncode == 1 and "budget changed since the build" in r.stdout
+    assert api.check_zoo(copy).passed  # the built-in budget: still within
+
+
+def test_latency_table_drift_recomputed(copy: Path, tmp_path: Path) -> None:
+    """The platform's latency table changed since the build (here: a slower calibration point): the gate
+    recomputes the model's latency from its width config on today's table and reports the drift."""
+    m = read_manifest(copy)
+    pixel5 = next(x for x in m["models"] if x["platform"] == "pixel5")
+    registry = tmp_path / "registry"
+    # an absolute budget at the built latency: the same config on a 3x slower table cannot stay within it
+    _user_platform(registry, "pixel5", budget_ms=pixel5["predicted_latency_ms"] * 1.01, calibration_factor=3.0)
+    report = api.check_zoo(copy, registry_dir=registry)
+    case = next(c for c in report.cases if (c.model, c.gate) == ("pixel5/onnx", "predicted-latency"))
+    assert case.status == "fail" and "latency table changed since the build" in case.message
+    predicted_now = float(case.message.split()[1])
+    assert predicted_now > 1.2 * pixel5["predicted_latency_ms"]  # a slower table (plus fixed overheads)
+    # the same table change under a relative budget (a fraction of the largest config on the same table) still
+    # passes, with the drift as a warning
+    _user_platform(registry, "pixel5", calibration_factor=3.0)
+    report = api.check_zoo(copy, registry_dir=registry)
+    case = next(c for c in report.cases if (c.model, c.gate) == ("pixel5/onnx", "predicted-latency"))
+    assert case.status == "pass" and "latency table changed since the build" in case.warning
+    assert "budget changed since the build" in case.warning
+
+
+def test_edited_manifest_fails(copy: Path) -> None:
+    """A budget edited into the manifest by hand: the manifest no longer matches its own sha256, and the latency
+    gate ignores the edited figure (it recomputes)."""
     path = copy / MANIFEST_NAME
     data = json.loads(path.read_text())
-    data["models"][0]["budget_ms"] = data["models"][0]["predicted_latency_ms"] / 2
+    model = data["models"][0]
+    model["budget_ms"] = model["predicted_latency_ms"] / 2
     path.write_text(json.dumps(data))
     report = api.check_zoo(copy)
     failed = [(c.model, c.gate) for c in report.cases if c.status == "fail"]
-    assert failed == [(f"{data['models'][0]['platform']}/onnx", "predicted-latency")]
+    assert failed == [("zoo", "manifest")]
+    case = next(c for c in report.cases if (c.model, c.gate) == (f"{model['platform']}/onnx", "predicted-latency"))
+    assert "budget changed since the build" in case.warning  # the edited number is reported, not believed
 
 
 def test_rebuild_skips_and_is_deterministic(zoo: tuple[Path, dict], tmp_path: Path) -> None:

@@ -4,7 +4,11 @@ The manifest is written with key-sorted JSON and holds nothing that varies betwe
 timestamps, no timings: those go to the unhashed ``build-log.json``), so the same inputs give the same bytes. It
 lists every file of the zoo with its sha256 (a Core ML package is a directory: each of its files is listed, and
 the model's own sha256 is :func:`slimzoo.fileio.tree_sha256` of the directory, i.e. its files in sorted
-relative-path order). This module knows nothing of search or export: it reads, writes and verifies.
+relative-path order). The manifest's own hash (``manifest_sha256``: the canonical JSON of everything else in
+it) is recorded in it, so a hand edit that does not also recompute the hash is caught. It also holds the
+architecture spec (``arch``), so the gate can recompute each model's predicted latency from its width config
+on today's latency table without the checkpoint. This module knows nothing of search or export: it reads,
+writes and verifies.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 from slimzoo.errors import SlimzooError
 from slimzoo.fileio import tree_sha256, write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest's own sha256 and the architecture spec, for the recomputing gate
 KIND = "slimzoo-zoo-manifest"
 MANIFEST_NAME = "manifest.json"
 BUILD_LOG_NAME = "build-log.json"  # timings and measured latencies: varies run to run, never checksummed
@@ -65,9 +69,26 @@ def file_entries(zoo: Path, paths: list[str]) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: e["path"])
 
 
+HASH_FIELD = "manifest_sha256"
+
+
+def manifest_hash(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its own hash field: what a reader of the file sees
+    (through a JSON round trip, so tuples and lists, and ints written as floats, hash the same)."""
+    data = json.loads(json.dumps({k: v for k, v in manifest.items() if k != HASH_FIELD}))
+    return content_hash(data)
+
+
 def write_manifest(zoo: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` with its own hash (:func:`manifest_hash`) recorded in it."""
     manifest = {"format_version": FORMAT_VERSION, "kind": KIND, **manifest}
+    manifest[HASH_FIELD] = manifest_hash(manifest)
     return write_json(Path(zoo) / MANIFEST_NAME, manifest)
+
+
+def manifest_intact(manifest: dict[str, Any]) -> bool:
+    """Whether the manifest still hashes to the sha256 recorded in it (False: edited after the build)."""
+    return manifest.get(HASH_FIELD) == manifest_hash(manifest)
 
 
 def read_manifest(zoo: Path) -> dict[str, Any]:
@@ -91,7 +112,7 @@ def read_manifest(zoo: Path) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {version!r}, this slimzoo reads version {FORMAT_VERSION}; "
                             f"rebuild the zoo with this slimzoo (`slimzoo build-zoo`)")
-    for key, kind in (("models", list), ("files", list), ("platforms", dict)):
+    for key, kind in (("models", list), ("files", list), ("platforms", dict), ("arch", dict)):
         if not isinstance(data.get(key), kind):
             raise ManifestError(f"{path}: field '{key}' missing or not a {kind.__name__}")
     for i, model in enumerate(data["models"]):
@@ -197,26 +218,98 @@ def verify_files(zoo: Path, manifest: dict[str, Any]) -> list[Case]:
     return cases
 
 
-def verify_budgets(manifest: dict[str, Any]) -> list[Case]:
-    """Predicted latency within the platform's budget; failed builds fail their own case; estimated tables warn."""
+def verify_manifest(manifest: dict[str, Any]) -> Case:
+    """The manifest against its own recorded sha256: a budget, latency or checksum edited into the manifest by
+    hand (without recomputing the hash) fails here, whatever the other gates say."""
+    if manifest_intact(manifest):
+        return Case("zoo", "manifest", "pass", f"{MANIFEST_NAME} matches its recorded sha256")
+    return Case("zoo", "manifest", "fail", f"{MANIFEST_NAME}: sha256 differs from the one recorded in it (edited "
+                                            f"after the build): rebuild the zoo with `slimzoo build-zoo`")
+
+
+@dataclass
+class Recomputed:
+    """A model's predicted latency and budget as they stand now (on today's registry and latency table), or why
+    they cannot be recomputed (``error``)."""
+
+    latency_ms: float | None = None
+    budget_ms: float | None = None
+    budget_origin: str = "registry"  # registry | --budgets (a build-time override, recorded in the manifest)
+    table_source: str = "unknown"
+    table_sha256: str = ""
+    error: str = ""
+
+
+def recompute(manifest: dict[str, Any], model: dict[str, Any], registry: Any) -> Recomputed:
+    """Predicted latency of ``model``'s width config on the platform's *current* latency table, and the platform's
+    *current* budget (:meth:`slimzoo.platforms.registry.Registry.budget_ms`; a budget given to build-zoo with
+    ``--budgets`` stays that number). Nothing is taken from the model's own latency or budget fields."""
+    from slimzoo.errors import SlimzooError
+    from slimzoo.zoo.spec import ArchSpec
+
+    try:
+        spec = ArchSpec.from_json(manifest["arch"])
+        plat = registry.get(model["platform"])
+        table = registry.latency_table(plat, spec)
+        latency = table.predict(spec, model.get("width_config") or {})
+        override = ((manifest.get("requested") or {}).get("budgets") or {}).get(plat.name)
+        if isinstance(override, (int, float)) and not isinstance(override, bool):
+            budget, origin = float(override), "--budgets"
+        else:
+            budget, origin = registry.budget_ms(plat, spec, table), "registry"
+    except SlimzooError as exc:
+        return Recomputed(error=f"cannot recompute the predicted latency: {exc}")
+    return Recomputed(latency, budget, origin, table.source, content_hash(table.to_json()))
+
+
+def _close(a: Any, b: float) -> bool:
+    return isinstance(a, (int, float)) and abs(float(a) - b) <= 1e-9 * max(abs(b), 1e-12)
+
+
+def budget_case(model: dict[str, Any], now: Recomputed) -> Case:
+    """The predicted-latency gate on recomputed figures, with drift since the build named in the message: the
+    latency table changed (another measurement, edited platform settings) or the budget changed (the registry's
+    rule, or the table a relative budget is a fraction of). Drift that still passes is a warning."""
+    mid = model_id(model)
+    if now.error or now.latency_ms is None or now.budget_ms is None:
+        return Case(mid, "predicted-latency", "fail", now.error or "predicted latency or budget missing")
+    drift = []
+    built_table = (model.get("latency_table") or {})
+    if built_table.get("sha256") != now.table_sha256:
+        drift.append(f"latency table changed since the build ({built_table.get('source', 'unknown')} -> "
+                     f"{now.table_source}; predicted {_num(model.get('predicted_latency_ms'))} ms at build time)")
+    elif not _close(model.get("predicted_latency_ms"), now.latency_ms):
+        drift.append(f"the manifest says {_num(model.get('predicted_latency_ms'))} ms for this config on this table")
+    if not _close(model.get("budget_ms"), now.budget_ms):
+        drift.append(f"budget changed since the build ({_num(model.get('budget_ms'))} ms at build time)")
+    ok = now.latency_ms <= now.budget_ms * (1 + 1e-9)
+    notes = list(drift) if ok else []  # a failing case names the drift in its message instead
+    if now.table_source != "measured":
+        notes.append(f"latency table is only '{now.table_source}' (not measured on the device): the prediction "
+                     f"is an estimate")
+    warning = "; ".join(notes)
+    where = f"{now.table_source} table" + (", budget from --budgets at build time" if now.budget_origin != "registry"
+                                           else "")
+    message = (f"predicted {now.latency_ms:.4f} ms {'<=' if ok else '>'} budget {now.budget_ms:g} ms ({where}; "
+               f"recomputed from the width config)")
+    if not ok and drift:
+        message += ": " + "; ".join(drift)
+    return Case(mid, "predicted-latency", "pass" if ok else "fail", message, warning)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "?"
+
+
+def verify_budgets(manifest: dict[str, Any], registry: Any) -> list[Case]:
+    """Per model: a failed build fails its own case; a built one is held to its predicted latency recomputed on
+    today's table against today's budget (:func:`recompute`, :func:`budget_case`)."""
     cases = []
     for model in manifest["models"]:
-        mid = model_id(model)
         if model["status"] != "ok":
-            cases.append(Case(mid, "build", "fail", f"not built: {model.get('reason', 'unknown reason')}"))
+            cases.append(Case(model_id(model), "build", "fail", f"not built: {model.get('reason', 'unknown reason')}"))
             continue
-        lat, budget = model.get("predicted_latency_ms"), model.get("budget_ms")
-        source = (model.get("latency_table") or {}).get("source", "unknown")
-        warning = (f"latency table is only '{source}' (not measured on the device): the prediction is an estimate"
-                   if source != "measured" else "")
-        if not isinstance(lat, (int, float)) or not isinstance(budget, (int, float)):
-            cases.append(Case(mid, "predicted-latency", "fail", "predicted latency or budget missing", warning))
-        elif lat <= budget * (1 + 1e-9):
-            cases.append(Case(mid, "predicted-latency", "pass",
-                              f"predicted {lat:.4f} ms <= budget {budget:g} ms ({source} table)", warning))
-        else:
-            cases.append(Case(mid, "predicted-latency", "fail",
-                              f"predicted {lat:.4f} ms > budget {budget:g} ms ({source} table)", warning))
+        cases.append(budget_case(model, recompute(manifest, model, registry)))
     return cases
 
 
