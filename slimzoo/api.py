@@ -911,6 +911,23 @@ def _runs_here(info: dict[str, Any], fmt: str) -> bool:
     return fmt == "onnx" and info["this_machine"] and info["runtime"] == "onnxruntime"
 
 
+def zoo_export_key(fmt: str) -> dict[str, Any]:
+    """What a format's export depends on besides the model: the converter and runtime versions
+    (:meth:`Exporter.versions`), the options as resolved to the format's defaults (precision, layout, input
+    type), the validation tolerances and format facts (e.g. Core ML's deployment target). Part of build-zoo's
+    cache key, so an upgraded converter or a changed default rebuilds instead of reusing an old artefact."""
+    from dataclasses import asdict
+
+    from slimzoo.exporters.base import ExportOptions, get_exporter
+
+    exporter = get_exporter(fmt)
+    options = exporter.resolve(ExportOptions())
+    return {"tool_versions": exporter.versions(),
+            "options": {"precision": options.precision, "layout": options.layout, "input_type": options.input_type},
+            "tolerances": asdict(exporter.tolerances(options)), "details": exporter.describe(options),
+            "n_random_validation_inputs": N_RANDOM_VALIDATION_INPUTS}
+
+
 def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] | None = None,
               checkpoint: Path | None = None, registry_dir: Path | None = None,
               budgets: dict[str, float] | None = None, measure: bool = True,
@@ -984,9 +1001,8 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
             info = infos[name]
             inputs = {"checkpoint_sha256": ck.sha256, "platform_file_sha256": info["platform_file_sha256"],
                       "latency_table_sha256": info["latency_table"]["sha256"], "format": fmt,
-                      "options": {"budget_ms": info["budget_ms"], "precision": None, "layout": None,
-                                  "input_type": None, "solver": "exact", "seed": 0},
-                      "slimzoo_version": __version__}
+                      "options": {"budget_ms": info["budget_ms"], "solver": "exact", "seed": 0},
+                      "export": zoo_export_key(fmt), "slimzoo_version": __version__}
             entry["input_hash"] = content_hash(inputs)
             prev_entry = old.get(mid)
             if prev_entry is not None and prev_entry.get("input_hash") == entry["input_hash"]:

@@ -309,6 +309,37 @@ def test_rebuild_skips_and_is_deterministic(zoo: tuple[Path, dict], tmp_path: Pa
     assert (other / MANIFEST_NAME).read_bytes() == (out / MANIFEST_NAME).read_bytes()
 
 
+def test_upgraded_converter_rebuilds(zoo: tuple[Path, dict], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache key holds the tool versions: the same inputs under an upgraded onnxruntime are exported again,
+    not reused (one pair, to keep it to one export)."""
+    from slimzoo.exporters.onnx import OnnxExporter
+
+    out, _ = zoo
+    other = tmp_path / "upgraded"
+    shutil.copytree(out, other)
+    real = OnnxExporter.versions
+    monkeypatch.setattr(OnnxExporter, "versions", lambda self: {**real(self), "onnxruntime": "99.0"})
+    summary = api.build_zoo(other, ["pixel5"], FORMATS, measure=False)
+    assert summary["built"] == 1 and summary["reused"] == 0
+    model = read_manifest(other)["models"][0]
+    assert model["tool_versions"]["onnxruntime"] == "99.0"
+
+
+def test_export_options_in_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed format default (Core ML's precision) or tolerance changes the key build-zoo caches under."""
+    from slimzoo.exporters.coreml import CoreMLExporter
+    from slimzoo.exporters.manifest import content_hash
+
+    before = content_hash(api.zoo_export_key("coreml"))
+    monkeypatch.setattr(CoreMLExporter, "default_precision", "fp32")
+    assert api.zoo_export_key("coreml")["options"]["precision"] == "fp32"
+    assert content_hash(api.zoo_export_key("coreml")) != before
+    fp32 = content_hash(api.zoo_export_key("coreml"))
+    monkeypatch.setattr(CoreMLExporter, "atol", CoreMLExporter.atol * 10)  # fp32 is held to atol
+    assert content_hash(api.zoo_export_key("coreml")) != fp32
+
+
 def test_failed_pair_recorded_others_kept(zoo: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = zoo
     other = tmp_path / "partial"
