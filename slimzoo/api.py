@@ -591,7 +591,8 @@ def _accuracy_plot(stored: Any, out: Path) -> Path:
     ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
     figs = stored.report["held_out_figures"]["fitted"]
     ax.set(xlabel="measured val top-1 (%)", ylabel="predicted val top-1 (%)",
-           title=f"held-out Spearman {figs['spearman']:.3f}, MAE {figs['mae_points']:.2f} points")
+           title="held-out Spearman " + ("n/a" if figs["spearman"] is None else f"{figs['spearman']:.3f}")
+           + f", MAE {figs['mae_points']:.2f} points")
     ax.legend(loc="upper left")
     fig.tight_layout()
     with atomic_path(Path(out)) as tmp:
@@ -937,15 +938,12 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
     A pair whose inputs (checkpoint sha256, platform file, latency table, format, options, slimzoo version) hash
     the same as in the existing manifest, and whose files still match it, is reused, not rebuilt. A pair that
     fails is recorded as failed with the reason; the others are kept. The manifest holds no timings, so the same
-    inputs give the same bytes; timings and measured latencies go to ``out/build-log.json``. Returns a summary
-    (``failed``: the number of failed pairs).
+    inputs give the same bytes; timings and measured latencies go to ``out/build-log.json``. The folder is locked
+    for the build (a second build-zoo into it is refused: :func:`slimzoo.exporters.manifest.zoo_build_session`).
+    Returns a summary (``failed``: the number of failed pairs).
     """
-    import shutil
-
     from slimzoo.exporters.base import exporter_names
-    from slimzoo.exporters.manifest import (BUILD_LOG_NAME, ManifestError, content_hash, file_entries,
-                                            manifest_intact, read_manifest, verify_files, write_manifest)
-    from slimzoo.platforms.profile import time_onnx_file
+    from slimzoo.exporters.manifest import zoo_build_session
 
     out = Path(out)
     started = time.perf_counter()
@@ -955,6 +953,21 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
     formats = [f.strip().lower() for f in formats] if formats else exporter_names()
     budgets = dict(budgets or {})
     _check_zoo_request(registry, names, formats, budgets)
+    with zoo_build_session(out):
+        return _build_zoo_pairs(out, ck, names, formats, budgets, checkpoint, registry_dir, measure, progress,
+                                data_dir, started)
+
+
+def _build_zoo_pairs(out: Path, ck: Any, names: list[str], formats: list[str], budgets: dict[str, float],
+                     checkpoint: Path | None, registry_dir: Path | None, measure: bool, progress: ProgressFn,
+                     data_dir: Path | None, started: float) -> dict[str, Any]:
+    """The build proper, for a checked request, while :func:`build_zoo` holds the folder's lock."""
+    import shutil
+
+    from slimzoo.exporters.manifest import (BUILD_LOG_NAME, ManifestError, content_hash, file_entries,
+                                            manifest_intact, read_manifest, verify_files, write_manifest)
+    from slimzoo.platforms.profile import time_onnx_file
+
     old: dict[str, Any] = {}
     if (out / "manifest.json").is_file():
         try:

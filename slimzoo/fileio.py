@@ -6,7 +6,9 @@ finished gets renamed into place (``os.replace`` is atomic on one filesystem). A
 
 Some outputs are directories (a Core ML ``.mlpackage``) or are written by tools that insist on the final file
 name's suffix: :func:`atomic_tree` gives the writer ``<hidden temp dir>/<final name>`` instead, and moves
-whatever was made there (file or directory) into place only once the writer finished.
+whatever was made there (file or directory) into place only once the writer finished. Both flush the data to
+disk before the rename and the directory after it (:func:`fsync_path`), so a crash cannot leave a new name on
+empty contents.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         _remove(tmp)
 
@@ -60,6 +64,7 @@ def atomic_tree(path: Path | str) -> Iterator[Path]:
         if not tmp.exists() or tmp.is_symlink():
             raise FileNotFoundError(f"{path}: the writer produced nothing")
         _apply_umask(tmp)
+        fsync_tree(tmp)
         if path.exists() and (path.is_dir() or tmp.is_dir()) and not path.is_symlink():
             old = workdir / ".replaced"
             os.replace(path, old)
@@ -70,8 +75,42 @@ def atomic_tree(path: Path | str) -> Iterator[Path]:
                 raise
         else:
             os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to disk. A rename is atomic, but without this a power
+    cut soon after can leave the new name pointing at an empty or partly written file (the data still in the
+    page cache), or lose the rename itself (the directory not yet written). Filesystems that cannot fsync a
+    directory (some network and FUSE ones say EINVAL) are let be: the data itself was synced."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if path.is_dir():
+            return  # a platform that cannot open directories (Windows)
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """:func:`fsync_path` for a file, or for every file and directory under a directory (a Core ML package)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                fsync_path(Path(root) / name)
+            fsync_path(Path(root))
+    else:
+        fsync_path(path)
 
 
 def _apply_umask(path: Path) -> None:

@@ -387,6 +387,24 @@ def test_bad_build_request_is_refused_up_front(tmp_path: Path, args: list[str], 
     assert not out.exists()
 
 
+def test_concurrent_build_into_one_folder_is_refused(copy: Path) -> None:
+    """While one build-zoo holds the folder's lock, a second is refused in one line (exit 2) and touches
+    nothing: the two would otherwise delete each other's files and the last manifest would win."""
+    from filelock import FileLock
+
+    from slimzoo.exporters.manifest import LOCK_NAME
+
+    before = {p: p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()}
+    with FileLock(copy / LOCK_NAME):  # what the first build holds (another file descriptor: a separate lock)
+        r = cli_inproc("build-zoo", "--platforms", "pixel5", "--formats", "onnx", "--out", str(copy))
+    assert r.returncode == 2, r.stdout + r.stderr
+    message = " ".join(r.stderr.split())
+    assert "another `slimzoo build-zoo` is writing into this folder" in message and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()} == before
+    assert api.check_zoo(copy).passed  # the lock file is no part of the zoo
+
+
 def test_export_budget_that_is_no_number_is_bad_input() -> None:
     r = cli_inproc("export", "--platform", "pixel5", "--budget", "nan", "--out", "/nonexistent/never")
     assert r.returncode == 2 and "budget must be a finite number of ms > 0, got nan" in " ".join(r.stderr.split())

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,44 @@ FORMAT_VERSION = 2  # 2: the manifest's own sha256 and the architecture spec, fo
 KIND = "slimzoo-zoo-manifest"
 MANIFEST_NAME = "manifest.json"
 BUILD_LOG_NAME = "build-log.json"  # timings and measured latencies: varies run to run, never checksummed
-UNHASHED = (MANIFEST_NAME, BUILD_LOG_NAME)
+LOCK_NAME = ".build-zoo.lock"  # held by the one build-zoo writing into the folder (filelock)
+UNHASHED = (MANIFEST_NAME, BUILD_LOG_NAME, LOCK_NAME)
 
 
 class ManifestError(SlimzooError):
     """The zoo or its manifest cannot be read (missing, truncated, another format version): exit 2."""
 
     exit_code = 2
+
+
+class ZooBusyError(SlimzooError):
+    """Another build-zoo is writing into the same folder: refused rather than interleaved (exit 2)."""
+
+    exit_code = 2
+
+
+@contextmanager
+def zoo_build_session(zoo: Path) -> Iterator[None]:
+    """Hold ``zoo``'s build lock for the duration of a build.
+
+    Two builds into one folder would delete each other's files and the last manifest would win, so the second
+    is refused at once (in one line) instead of waiting behind or racing the first. The lock is an OS file lock
+    (``filelock``): a build that dies, however it dies, releases it with its process.
+    """
+    from filelock import FileLock, Timeout
+
+    zoo = Path(zoo)
+    zoo.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(zoo / LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ZooBusyError(f"{zoo}: another `slimzoo build-zoo` is writing into this folder; wait for it to "
+                           f"finish, or build into another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def content_hash(data: Any) -> str:
