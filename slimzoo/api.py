@@ -1110,16 +1110,22 @@ def check_zoo(zoo: Path, measure: bool = False, tolerance: float = 0.10, registr
     within that budget x (1 + tolerance) where the platform's runtime runs here. Nothing the manifest says about
     latency or budget is trusted. Returns a :class:`slimzoo.exporters.manifest.CheckReport`; raises
     ManifestError (exit 2) when the zoo is unreadable."""
-    from slimzoo.exporters.manifest import (CheckReport, measured_case, read_manifest, recompute, verify_budgets,
-                                            verify_files, verify_manifest)
+    from slimzoo.exporters.manifest import (MANIFEST_NAME, CheckReport, Case, ManifestError, build_state,
+                                            measured_case, read_manifest, recompute, verify_budgets, verify_files,
+                                            verify_manifest)
     from slimzoo.platforms.profile import time_onnx_file
 
     if not tolerance >= 0:
         raise ProblemError(f"--tolerance must be >= 0, got {tolerance:g}")
+    incomplete = build_state(zoo) if Path(zoo).is_dir() else None  # a build that did not finish: not "edited"
+    if incomplete and not (Path(zoo) / MANIFEST_NAME).is_file():
+        raise ManifestError(f"{zoo}: {incomplete} (it stopped before writing a manifest)")
     manifest = read_manifest(zoo)
     registry = load_registry(registry_dir)
     report = CheckReport(str(zoo))
-    report.cases += verify_files(zoo, manifest)
+    if incomplete:
+        report.cases.append(Case("zoo", "build", "fail", incomplete))
+    report.cases += verify_files(zoo, manifest, incomplete)
     report.cases.append(verify_manifest(manifest))
     report.cases += verify_budgets(manifest, registry)
     if measure:

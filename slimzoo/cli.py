@@ -64,10 +64,35 @@ def handle_errors(fn: F) -> F:
         except OSError as exc:
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             raise fail(f"{where}{exc.strerror or exc}", 2) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+        except KeyboardInterrupt as exc:
+            import signal
+
+            signum = getattr(exc, "signum", signal.SIGINT)
+            raise fail(f"interrupted ({signal.Signals(signum).name})", 128 + signum) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM handled like Ctrl-C for the duration: the library unwinds (temp files removed, the build marker
+    left for `check` to report) and :func:`handle_errors` prints one line and exits 143."""
+    import signal
+
+    from slimzoo.errors import Interrupted
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise Interrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (an embedding application): leave its handling alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -295,7 +320,10 @@ def search(
                                                 "the market-weighted objective.")] = False,
     budget: Annotated[str | None, typer.Option(metavar="MS", help="Latency budget in ms (default: the "
                                                "platform's, or the problem file's).")] = None,
-    solver: Annotated[str, typer.Option(help="exact (default) or lagrangian (AOWS).")] = "exact",
+    solver: Annotated[str, typer.Option(help="exact (default), lagrangian (AOWS) or milp (HiGHS).")] = "exact",
+    time_limit: Annotated[str | None, typer.Option("--time-limit", metavar="S", help="With --problem: stop the "
+                                                   "exact or milp solver after S seconds and report the gap.")]
+    = None,
     dump_problem: Annotated[Path | None, typer.Option("--dump-problem", help="With --platform: write the search "
                                                       "problem to this JSON file instead of solving it.")] = None,
     pareto: Annotated[Path | None, typer.Option("--pareto", help="Also write each platform's Pareto front "
@@ -309,9 +337,10 @@ def search(
 ) -> None:
     """Find the width config with the lowest objective (fitted accuracy model, or the training-time loss proxy)
     under a latency budget: one platform, every platform, or a problem file."""
-    from slimzoo.search.files import parse_budget, print_problem_result, solve_problem_file  # no torch
+    from slimzoo.search.files import parse_budget, parse_time_limit, print_problem_result, solve_problem_file
 
     budget_ms = parse_budget(budget)
+    limit_s = parse_time_limit(time_limit)
     modes = [flag for flag, on in (("--platform", platform is not None), ("--problem", problem is not None),
                                    ("--all-platforms", all_platforms)) if on]
     if len(modes) != 1:
@@ -325,7 +354,9 @@ def search(
         extra = "--pareto" if pareto is not None else "--checkpoint" if checkpoint is not None else "--registry"
         raise fail(f"--problem solves the file as it is; {extra} does not apply to it")
     if problem is not None:
-        return print_problem_result(solve_problem_file(problem, budget_ms, solver), as_json)
+        return print_problem_result(solve_problem_file(problem, budget_ms, solver, limit_s), as_json)
+    if limit_s is not None:
+        raise fail("--time-limit applies to --problem only")
     from slimzoo import api
 
     if dump_problem is not None:
@@ -719,7 +750,7 @@ def build_zoo(
         except ValueError:
             raise fail(f"--budgets: expected name=ms pairs, got {part!r}") from None
     names = None if platforms.strip() == "all" else _name_list(platforms)
-    with _lazy_bar(f"building {out}") as progress:  # no bar before the request is checked
+    with _terminate_as_interrupt(), _lazy_bar(f"building {out}") as progress:  # no bar before the request is checked
         summary = api.build_zoo(out, names, _name_list(formats), checkpoint, registry, budget_map,
                                 not no_measure, progress, data_dir=data_dir)
     if as_json:

@@ -10,6 +10,17 @@ import difflib
 from collections.abc import Iterable
 
 
+class Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM: what CI cancellation and ``timeout`` send) turned into the same unwinding
+    as Ctrl-C, so atomic writers remove their temp files and the CLI says "interrupted" in one line. A
+    KeyboardInterrupt, so no ``except Exception`` on the way up swallows it. ``signum`` gives the exit code
+    (128 + signum, the shell's convention: 143 for SIGTERM, 130 for SIGINT)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class SlimzooError(Exception):
     """Base class: anything the user can cause by bad input. ``exit_code`` is what the CLI returns."""
 

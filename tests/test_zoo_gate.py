@@ -405,6 +405,72 @@ def test_concurrent_build_into_one_folder_is_refused(copy: Path) -> None:
     assert api.check_zoo(copy).passed  # the lock file is no part of the zoo
 
 
+def test_interrupted_build_is_reported_as_such_not_as_edited(copy: Path) -> None:
+    """A build that stopped after rewriting a model but before its manifest: the gate says the build is
+    incomplete, and blames the differing file on that, not on an edit."""
+    from slimzoo.exporters.manifest import MARKER_NAME, zoo_build_session
+
+    with pytest.raises(KeyboardInterrupt), zoo_build_session(copy):
+        model = copy / "pixel5" / "pixel5.onnx"
+        model.write_bytes(model.read_bytes() + b"\0")  # the new model of an unfinished rebuild
+        raise KeyboardInterrupt
+    assert (copy / MARKER_NAME).is_file()
+    report = api.check_zoo(copy)
+    failed = {(c.model, c.gate): c.message for c in report.cases if c.status == "fail"}
+    assert failed[("zoo", "build")].startswith("incomplete build (interrupted)")
+    assert "pixel5.onnx: sha256 differs from the manifest (incomplete build (interrupted))" in \
+        failed[("pixel5/onnx", "checksum")]
+    assert "edited" not in " ".join(failed.values())
+    r = cli_inproc("check", str(copy))
+    assert r.returncode == 1 and "incomplete build (interrupted)" in " ".join(r.stdout.split())
+
+
+def test_next_build_removes_stale_temps_and_marker(copy: Path) -> None:
+    """Hidden temp files and folders a killed build left behind (no chance to clean up) go at the start of the
+    next build; its marker goes once the new manifest is written."""
+    from slimzoo.exporters.manifest import MARKER_NAME
+
+    stale_dir = copy / "pixel5" / ".pixel5.onnx.k3j2.tmp"
+    (stale_dir / "pixel5.onnx").parent.mkdir(parents=True)
+    (stale_dir / "pixel5.onnx").write_bytes(b"x" * 1000)
+    stale_file = copy / ".manifest.json.a1b2.tmp"
+    stale_file.write_text("{")
+    (copy / MARKER_NAME).write_text("{}")
+    assert not api.check_zoo(copy).passed
+    summary = api.build_zoo(copy, PLATFORMS, FORMATS, measure=False)
+    assert summary["reused"] == len(PLATFORMS) * len(FORMATS)
+    assert not stale_dir.exists() and not stale_file.exists() and not (copy / MARKER_NAME).exists()
+    assert api.check_zoo(copy).passed
+
+
+def test_sigterm_mid_build_is_one_line_and_leaves_it_detectable(tmp_path: Path) -> None:
+    """SIGTERM (CI cancellation, `timeout`) during build-zoo: one line, exit 143, no temp files; `check` then
+    reports an incomplete build."""
+    import signal
+    import time
+
+    from slimzoo.exporters.manifest import MARKER_NAME
+
+    out = tmp_path / "z"
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "slimzoo.cli", "build-zoo", "--platforms", "host-cpu,pixel5",
+                             "--formats", "onnx", "--no-measure", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not (out / MARKER_NAME).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(1.0)  # into the search or the first export
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stdout + stderr
+    assert "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert [p for p in out.rglob("*.tmp")] == []
+    assert (out / MARKER_NAME).is_file()
+    r = cli_inproc("check", str(out))
+    assert r.returncode == 2 and "incomplete build (interrupted)" in " ".join(r.stderr.split())
+
+
 def test_export_budget_that_is_no_number_is_bad_input() -> None:
     r = cli_inproc("export", "--platform", "pixel5", "--budget", "nan", "--out", "/nonexistent/never")
     assert r.returncode == 2 and "budget must be a finite number of ms > 0, got nan" in " ".join(r.stderr.split())

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +31,8 @@ KIND = "slimzoo-zoo-manifest"
 MANIFEST_NAME = "manifest.json"
 BUILD_LOG_NAME = "build-log.json"  # timings and measured latencies: varies run to run, never checksummed
 LOCK_NAME = ".build-zoo.lock"  # held by the one build-zoo writing into the folder (filelock)
-UNHASHED = (MANIFEST_NAME, BUILD_LOG_NAME, LOCK_NAME)
+MARKER_NAME = ".build-in-progress"  # written when a build starts, removed once its manifest is written
+UNHASHED = (MANIFEST_NAME, BUILD_LOG_NAME, LOCK_NAME, MARKER_NAME)
 
 
 class ManifestError(SlimzooError):
@@ -63,9 +66,56 @@ def zoo_build_session(zoo: Path) -> Iterator[None]:
         raise ZooBusyError(f"{zoo}: another `slimzoo build-zoo` is writing into this folder; wait for it to "
                            f"finish, or build into another --out") from None
     try:
+        remove_stale_temps(zoo)
+        write_json(zoo / MARKER_NAME, {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                       "note": "build-zoo writes this when it starts and removes it once the new "
+                                               "manifest is written: if it is here, that build did not finish"})
         yield
+        (zoo / MARKER_NAME).unlink(missing_ok=True)  # only a build that wrote its manifest gets here
     finally:
         lock.release()
+
+
+def remove_stale_temps(zoo: Path) -> list[Path]:
+    """Remove the hidden ``.<name>.*.tmp`` files and folders an earlier build left when it was killed
+    (SIGKILL, power cut: no chance to clean up), in the zoo folder and its platform folders. Safe only under
+    the build lock: another build's temps are live. Returns what was removed."""
+    import shutil
+
+    zoo = Path(zoo)
+    removed = []
+    for folder in [zoo, *(d for d in sorted(zoo.iterdir()) if d.is_dir() and not d.name.startswith("."))]:
+        for p in sorted(folder.glob(".*.tmp")):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def build_state(zoo: Path) -> str | None:
+    """None when the last build of ``zoo`` finished; else why it did not, in the gate's words: a build still
+    running (it holds the lock) or one that was interrupted (its marker is there, nobody holds the lock)."""
+    zoo = Path(zoo)
+    marker = zoo / MARKER_NAME
+    if not marker.exists():
+        return None
+    try:
+        started = json.loads(marker.read_text()).get("started", "?")
+    except (OSError, ValueError, AttributeError):
+        started = "?"
+    if (zoo / LOCK_NAME).exists():
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(zoo / LOCK_NAME, timeout=0):
+                pass
+        except Timeout:
+            return f"build in progress (a build-zoo started {started} holds the folder's lock)"
+        except OSError:
+            pass  # a read-only zoo: the lock cannot be tried, and a running build could not write there anyway
+    return f"incomplete build (interrupted): the build-zoo started {started} did not finish; run it again"
 
 
 def content_hash(data: Any) -> str:
@@ -203,9 +253,14 @@ def model_id(model: dict[str, Any]) -> str:
     return f"{model['platform']}/{model['format']}"
 
 
-def verify_files(zoo: Path, manifest: dict[str, Any]) -> list[Case]:
-    """One case per model (its files' checksums) and one for the zoo as a whole (files removed/added/edited)."""
+def verify_files(zoo: Path, manifest: dict[str, Any], incomplete: str | None = None) -> list[Case]:
+    """One case per model (its files' checksums) and one for the zoo as a whole (files removed/added/edited).
+    ``incomplete`` (:func:`build_state`): a build did not finish, so a file that differs was written by it, not
+    edited: each such difference names that cause instead."""
     zoo = Path(zoo)
+    cause = "edited" if incomplete is None else incomplete.partition(")")[0] + ")"  # "incomplete build (interrupted)"
+    edited = f"({cause})"
+    added = "added (not in the manifest)" if incomplete is None else f"added (not in the manifest: {cause})"
     listed = {e["path"]: e for e in manifest["files"]}
     present = zoo_files(zoo)
     cases = []
@@ -231,22 +286,22 @@ def verify_files(zoo: Path, manifest: dict[str, Any]) -> list[Case]:
                 if target.exists():
                     problems.append(f"{zoo / p}: removed")
             elif tree_sha256(present[p]) != entry["sha256"]:
-                problems.append(f"{zoo / p}: sha256 differs from the manifest (edited)")
+                problems.append(f"{zoo / p}: sha256 differs from the manifest {edited}")
         if target.is_dir():
             for p in present:
                 if p.startswith(rel + "/") and p not in listed:
-                    problems.append(f"{zoo / p}: added (not in the manifest)")
+                    problems.append(f"{zoo / p}: {added}")
         if not problems and target.exists() and tree_sha256(target) != model.get("sha256"):
-            problems.append(f"{target}: sha256 differs from the manifest (edited)")
+            problems.append(f"{target}: sha256 differs from the manifest {edited}")
         cases.append(Case(model_id(model), "checksum", "fail" if problems else "pass", "; ".join(problems)))
     problems = []
     for p in sorted(set(present) - set(listed)):
-        problems.append(f"{zoo / p}: added (not in the manifest)")
+        problems.append(f"{zoo / p}: {added}")
     for p in sorted(set(listed) - set(present) - owned):
         problems.append(f"{zoo / p}: removed")
     for p in sorted(set(listed) & set(present) - owned):
         if tree_sha256(present[p]) != listed[p]["sha256"]:
-            problems.append(f"{zoo / p}: sha256 differs from the manifest (edited)")
+            problems.append(f"{zoo / p}: sha256 differs from the manifest {edited}")
     cases.append(Case("zoo", "files", "fail" if problems else "pass", "; ".join(problems)))
     return cases
 
