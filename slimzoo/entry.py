@@ -4,7 +4,7 @@ Solving a problem file needs numpy and nothing else, yet going through :mod:`sli
 before any work: typer and rich at import, then typer builds every command and validates options with pydantic.
 (Going through :mod:`slimzoo.api`, as it once did, cost 2 s more: torch.) So the entry point recognises the one
 command line shape that needs none of that, ``slimzoo search --problem FILE [--budget MS] [--solver NAME]
-[--json]``, and runs it directly with the same functions and output as the full command
+[--time-limit S] [--json]``, and runs it directly with the same functions and output as the full command
 (:mod:`slimzoo.search.files`). Any other argument, ``--help`` included, goes to the full CLI unchanged, so the
 quick path can never accept or reject something the real command would not.
 """
@@ -15,7 +15,7 @@ import os
 import sys
 
 #: Options of ``search`` the quick path understands: option -> whether it takes a value.
-QUICK_OPTIONS = {"--problem": True, "--budget": True, "--solver": True, "--json": False}
+QUICK_OPTIONS = {"--problem": True, "--budget": True, "--solver": True, "--time-limit": True, "--json": False}
 
 
 def quick_search_args(argv: list[str]) -> dict[str, str | bool] | None:
@@ -55,11 +55,12 @@ def run_quick_search(args: dict[str, str | bool]) -> int:
     from pathlib import Path
 
     from slimzoo.errors import SlimzooError
-    from slimzoo.search.files import parse_budget, print_problem_result, solve_problem_file
+    from slimzoo.search.files import parse_budget, parse_time_limit, print_problem_result, solve_problem_file
 
     try:
         budget = parse_budget(args.get("--budget"))  # type: ignore[arg-type]
-        found = solve_problem_file(Path(str(args["--problem"])), budget, str(args.get("--solver", "exact")))
+        limit = parse_time_limit(args.get("--time-limit"))  # type: ignore[arg-type]
+        found = solve_problem_file(Path(str(args["--problem"])), budget, str(args.get("--solver", "exact")), limit)
         print_problem_result(found, bool(args.get("--json", False)))
     except SlimzooError as exc:
         return _error(str(exc), exc.exit_code)

@@ -245,7 +245,7 @@ def test_budget_defaults_to_the_problem_and_is_required() -> None:
 
 
 def test_solvers_registry() -> None:
-    assert set(SOLVERS) == {"exact", "lagrangian"}
+    assert set(SOLVERS) == {"exact", "lagrangian", "milp"}
     problem = random_problem(1, 5, 3, "star", budget_fraction=0.5)
     assert SOLVERS["exact"](problem, None).solver == "exact"
 

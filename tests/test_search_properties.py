@@ -150,7 +150,8 @@ def reference(problem: SearchProblem, budget: float) -> float | None:
 def check(problem: SearchProblem, budget: float, sol: Solution, best: float) -> None:
     """The contract every solver keeps: recomputed latency within the budget, reported numbers canonical, never
     better than the optimum, a lower bound that is one, and ``optimal`` only at the optimum."""
-    tol = loss_tolerance(problem)
+    # HiGHS's bounds are exact only to its dual feasibility tolerance (slimzoo.search.milp.CERTIFY_RTOL).
+    tol = loss_tolerance(problem, 1e-7 if "milp" in (sol.solver, sol.stats.get("method")) else 1e-9)
     assert sol.latency == problem.latency(sol.indices) and sol.loss == problem.loss(sol.indices)
     assert within_budget(problem.latency(sol.indices), budget), (sol.solver, sol.latency, budget)
     assert sol.loss >= best - tol, (sol.solver, sol.loss, best)
@@ -178,7 +179,7 @@ def test_every_solver_meets_the_budget_and_exact_is_optimal(case: tuple[SearchPr
         sol = solver(problem, budget)
         check(problem, budget, sol, best)
         if sol.solver in ("exact", "bruteforce"):
-            assert sol.optimal and abs(sol.loss - best) <= loss_tolerance(problem)
+            assert sol.optimal
 
 
 @settings(SETTINGS, max_examples=80)

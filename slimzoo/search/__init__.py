@@ -8,6 +8,7 @@ a loss proxy under a latency budget. numpy only, so it runs anywhere the CLI doe
 * :func:`solve_bruteforce`: enumeration, the test reference for small problems.
 * :func:`solve_evolution`: Once-for-All's evolutionary search (population 100, 500 generations), a baseline.
 * :func:`solve_exact_many`: the exact solver for many problems at once (one per platform), batched by shape.
+* :func:`solve_milp`: the problem as a mixed-integer program, solved by HiGHS (the exact solver's fallback).
 * :func:`min_latency`, :func:`pareto_front`, :func:`random_problem`.
 """
 
@@ -19,6 +20,7 @@ from slimzoo.search.bruteforce import solve_bruteforce
 from slimzoo.search.evolution import solve_evolution
 from slimzoo.search.exact import pareto_front, solve_exact, solve_exact_many
 from slimzoo.search.lagrangian import min_latency, solve_lagrangian
+from slimzoo.search.milp import solve_milp
 from slimzoo.search.problem import (
     FORMAT,
     VERSION,
@@ -33,7 +35,7 @@ from slimzoo.search.synthetic import SHAPES, random_problem
 Solver = Callable[[SearchProblem, float | None], Solution]
 
 #: The solvers the CLI offers by name (brute force is for tests: it refuses anything big).
-SOLVERS: dict[str, Solver] = {"exact": solve_exact, "lagrangian": solve_lagrangian}
+SOLVERS: dict[str, Solver] = {"exact": solve_exact, "lagrangian": solve_lagrangian, "milp": solve_milp}
 
 __all__ = [
     "FORMAT",
@@ -53,5 +55,6 @@ __all__ = [
     "solve_exact",
     "solve_exact_many",
     "solve_lagrangian",
+    "solve_milp",
     "within_budget",
 ]

@@ -33,20 +33,24 @@ Fronts are stored flat with their label; each DP step is a handful of numpy call
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from slimzoo.errors import BudgetError
-from slimzoo.search.compiled import Batch, CombOp, MsgOp, Passes, compile_batch, structure_key
+from slimzoo.search.compiled import Batch, CombOp, MsgOp, Passes, Structure, compile_batch, structure_key
+from slimzoo.search.milp import CERTIFY_RTOL  # milp imports scipy only when it solves
 from slimzoo.search.problem import (
     FEASIBILITY_RTOL,
     SearchProblem,
     Solution,
     infeasible,
+    loss_tolerance,
     make_solution,
     resolve_budget,
 )
@@ -66,6 +70,14 @@ CHUNK = 1 << 21
 DEEPENING: tuple[float, ...] = (1 / 16, 1 / 4, 1 / 2)
 #: Candidate points (per problem) the optimistic first round may generate before falling back to deepening.
 OPTIMISTIC_CANDIDATES = 60_000
+#: Work budget of the front DP per problem, all rounds together (see :func:`dp_work`), in candidate points
+#: (about 2 million a second here): a base plus a share growing with the square root of the number of choices.
+DP_WORK_BASE = 300_000
+DP_WORK_SQRT = 40_000
+#: While HiGHS races it (:class:`slimzoo.search.milp.MilpRace`), the DP may spend this many times its budget,
+#: up to RACE_WORK_MAX candidates (which bounds its memory: every point it keeps is a few dozen bytes).
+RACE_WORK_FACTOR = 10
+RACE_WORK_MAX = 30_000_000
 #: Lagrange multipliers of the warm start's first pass, relative to each problem's loss-per-latency scale.
 COARSE = 2.0 ** np.arange(-10.0, 10.5, 1.0)
 #: Multipliers of the second pass across the bracket the first one found (geometric steps).
@@ -79,7 +91,12 @@ SCREEN_ROWS = 2
 
 
 class Aborted(Exception):
-    """Raised inside the DP when a round generates more candidate points than it was allowed."""
+    """Raised inside the DP when a round generates more candidate points than it was allowed; ``done`` is the
+    share of the DP's steps completed by then (what a projection of the round's full cost can start from)."""
+
+    def __init__(self, done: float = 0.0) -> None:
+        super().__init__(done)
+        self.done = done
 
 
 class _Redo(Exception):
@@ -219,18 +236,25 @@ class Pruning:
         return cls(a, bl, const, base, msgb, rest_msg.reshape(shape) - const)
 
     def for_comb(self, op: CombOp) -> FloatArray:
-        r = self.base.copy()
-        r[:, op.nodes] -= self.msgb[:, op.inmat].sum(axis=2)
-        return r.reshape(r.shape[0], -1) - self.const
+        """``G`` for the labels of ``op.nodes`` only, (J+1, len(nodes) * P * K): computing it for the whole tree
+        at every step made a long chain's DP quadratic (10,000 steps x a 20,000-node array)."""
+        r = self.base[:, op.nodes] - self.msgb[:, op.inmat].sum(axis=2)
+        pk = r.shape[2] * r.shape[3]
+        cols = (op.nodes[:, None] * pk + np.arange(pk)[None, :]).reshape(-1)
+        return r.reshape(r.shape[0], -1) - self.const[:, cols]  # type: ignore[no-any-return]
 
-    def keep(self, g: FloatArray) -> KeepFn:
-        """The test for one DP step. Big candidate sets (a batch of many problems) are first screened with the
-        first ``SCREEN_ROWS`` rows (feasibility and the best multiplier), so the other rows only see survivors."""
+    def keep(self, g: FloatArray, nodes: IntArray | None = None) -> KeepFn:
+        """The test for one DP step. ``g`` covers every label, or (with ``nodes``, sorted) only those of
+        ``nodes``, as :meth:`for_comb` makes it. Big candidate sets (a batch of many problems) are first screened
+        with the first ``SCREEN_ROWS`` rows (feasibility and the best multiplier), so the other rows only see
+        survivors."""
         a, b = self.a[:, None], self.b
+        pk = self.base.shape[2] * self.base.shape[3]
 
         def rows(sel: slice, lab: IntArray, lat: FloatArray, loss: FloatArray) -> NDArray[np.bool_]:
+            at = lab if nodes is None else np.searchsorted(nodes, lab // pk) * pk + lab % pk
             with np.errstate(invalid="ignore"):
-                return (a[sel] * loss + b[sel, lab] * lat + g[sel, lab] <= 0).all(axis=0)  # type: ignore[no-any-return]
+                return (a[sel] * loss + b[sel, lab] * lat + g[sel, at] <= 0).all(axis=0)  # type: ignore[no-any-return]
 
         def test(lab: IntArray, lat: FloatArray, loss: FloatArray) -> NDArray[np.bool_]:
             if lab.shape[0] < SCREEN_ABOVE or a.shape[0] <= SCREEN_ROWS:
@@ -256,7 +280,8 @@ class DPResult:
 
 
 def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = None,
-           best_under: tuple[FloatArray, FloatArray] | None = None) -> DPResult:
+           best_under: tuple[FloatArray, FloatArray] | None = None,
+           stop: Callable[[], bool] | None = None) -> DPResult:
     """The Pareto-front DP for every problem of ``batch`` at once, following the structure's schedule.
 
     Labels are global: ``(node * P + problem) * K + choice``. A message of child v is labelled in v's own slot
@@ -269,7 +294,8 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
     combination is replaced by :func:`best_pairs`, which costs ``O(n log n)`` instead of the product of the two
     fronts it would combine. The root then has at most one point per problem (``DPResult.pairs_only``). The loss
     limit matters: the fronts only hold every partial configuration that can complete *within the limit*, so
-    only a best pair within it is the optimum.
+    only a best pair within it is the optimum. ``stop`` is polled after every step; True aborts the round (a
+    time limit, or HiGHS winning the race, see :class:`slimzoo.search.milp.MilpRace`).
     """
     s = batch.structure
     p_count, k = batch.size, s.kmax
@@ -318,7 +344,7 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
     ar_k = np.arange(k)
     pairs_only = best_under is not None and s.final_pair is not None
     ops = s.ops[:-2] if pairs_only else s.ops
-    for op in ops:
+    for step, op in enumerate(ops):
         if isinstance(op, MsgOp):
             src = _cat([fronts[v] for v in op.nodes.tolist()])
             lab2 = ((src.lab - src.lab % k)[:, None] + ar_k).reshape(-1)
@@ -341,17 +367,20 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
         else:
             a = _cat([fronts[u] for u in op.nodes.tolist()])
             b = _cat([msgs.pop(c) for c in op.kids.tolist()])
-            keep = pruning.keep(pruning.for_comb(op)) if pruning is not None else None
+            keep = pruning.keep(pruning.for_comb(op), op.nodes) if pruning is not None else None
             left = None if max_candidates is None else max_candidates - candidates
-            lab, lat, loss, ia, ib, pairs = combine(a, b, n_labels, keep, left)
+            try:
+                lab, lat, loss, ia, ib, pairs = combine(a, b, n_labels, keep, left)
+            except Aborted:
+                raise Aborted(step / len(ops)) from None
             candidates += pairs
             front = Front(lab, lat, loss, register(lab, a.gid[ia], b.gid[ib]))
             for u, part in zip(op.nodes.tolist(), split(front, op.nodes, lab)):
                 fronts[u] = part
         res_points += len(front)
         res_largest = max(res_largest, len(front))
-        if max_candidates is not None and candidates > max_candidates:
-            raise Aborted
+        if (max_candidates is not None and candidates > max_candidates) or (stop is not None and stop()):
+            raise Aborted((step + 1) / len(ops))
     if pairs_only:
         assert best_under is not None and s.final_pair is not None
         last = s.ops[-2]
@@ -444,11 +473,30 @@ class BatchStats:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def solve_exact_batch(batch: Batch, budgets: Sequence[float]) -> list[Solution | BudgetError]:
+def dp_work(structure: Structure) -> int:
+    """Candidate points the front DP may generate per problem before the solve switches to the MILP fallback.
+
+    MobileNetV2 problems need at most ~30,000; random trees of 60 variables x 16 choices a few hundred thousand;
+    a 1,000-variable two-choice chain ~1.5 million (the budget there: 2.1 million). It grows only with the square
+    root of the size because what the DP cannot finish quickly (a strongly correlated knapsack, chains of
+    thousands of variables) HiGHS's branch and bound finishes faster, and every candidate spent before giving up
+    is time lost: about 4 s on a 20,000-variable chain whose MILP takes 30 s, 0.6 s on a 60 x 12 knapsack (4 s).
+    """
+    return DP_WORK_BASE + int(DP_WORK_SQRT * float(np.sqrt(structure.sizes[: structure.n].sum())))
+
+
+def solve_exact_batch(batch: Batch, budgets: Sequence[float], *, time_limit: float | None = None,
+                      work: int | None = None, race: bool = True) -> list[Solution | BudgetError]:
     """The exact optimum of every problem of ``batch`` under its budget, solved together.
 
     Returns one :class:`Solution` per problem, or the :class:`BudgetError` of a problem whose budget no
     configuration meets (the caller decides whether that is fatal). Problems must be validated already.
+
+    The front DP gets ``work`` candidate points per problem (default :func:`dp_work`); problems it cannot finish
+    within that go to the MILP fallback (:mod:`slimzoo.search.milp`, HiGHS), limited to what is left of
+    ``time_limit`` seconds. With ``race`` (and two free CPUs, see :func:`_race_allowed`) HiGHS starts as soon as
+    the cheap first round fails and runs alongside the remaining DP rounds; the first to finish wins. An answer is ``optimal`` only when proven (by the dual bound, the DP, or HiGHS);
+    otherwise ``lower_bound`` is the best proven bound and ``gap`` how far from optimal the answer can be.
     """
     start = time.perf_counter()
     s = batch.structure
@@ -463,11 +511,14 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float]) -> list[Solution |
         results[p] = infeasible(problems[p], float(budget[p]), float(warm.fastest[p]))
     inc, inc_loss, lower, lam_star, certified = (warm.incumbent, warm.incumbent_loss, warm.lower, warm.lam,
                                                   warm.certified)
+    lower = lower.copy()
     best = inc[:, : s.n].copy()
-    # The certified optimum per problem: the dual bound when it closes the gap, else what the front DP proves.
+    # The certified optimum per problem: the dual bound when it closes the gap, else what the DP or HiGHS proves.
     proven = np.where(certified, lower, np.nan)
     rounds = np.zeros(p_count, dtype=np.int64)
     stats = BatchStats(batch_size=p_count, extra={"greedy_steps": warm.greedy_steps})
+    method = np.where(certified, "lagrangian", "dp").astype(object)
+    milp_stats: dict[int, dict[str, object]] = {}
     todo = warm.todo
     if todo.size:
         assert warm.bounds is not None
@@ -476,25 +527,62 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float]) -> list[Solution |
         margin[todo] = 1e-9 * (np.abs(inc_loss[todo]) + np.abs(lower[todo])
                                + np.max(warm.bounds.beta, axis=1) * np.abs(cap2[todo])) + 1e-300
         gap = inc_loss - lower
+        left = float(dp_work(s) if work is None else work)  # candidates left per problem
         # Rounds: (fraction of the duality gap above the lower bound used as the loss limit, candidate cap per
         # problem). The optimistic round uses the incumbent (fraction 1) and concludes every problem unless it
         # grows too big; then deepening rounds, each concluding the problems it finds a solution for, and a last
-        # uncapped round at the incumbent. Problems still open share each round's batch.
-        plan: list[tuple[float, int | None]] = [(1.0, OPTIMISTIC_CANDIDATES)]
-        plan += [(f, None) for f in DEEPENING] + [(1.0, None)]
+        # round at the incumbent. Problems still open share each round's batch; all rounds together stay within
+        # the work budget, and whatever is open when it runs out goes to the MILP fallback.
+        plan: list[tuple[float, float]] = [(1.0, OPTIMISTIC_CANDIDATES)]
+        plan += [(f, np.inf) for f in DEEPENING] + [(1.0, np.inf)]
         open_ = np.arange(todo.size)  # positions in todo
-        for frac, per_problem_cap in plan:
+        deadline = None if time_limit is None else start + time_limit
+        racer: Any = None
+        for r, (frac, round_cap) in enumerate(plan):
+            if r == 1 and p_count > 1:
+                # Several problems the optimistic round could not finish: each is hard, so each gets a solve of
+                # its own (with its own HiGHS race) rather than a shared batch that finishes with the slowest.
+                for p in todo[open_].tolist():
+                    remaining = None if deadline is None else max(0.0, deadline - time.perf_counter())
+                    one = solve_exact_batch(batch.take([p]), [float(budget[p])], time_limit=remaining, work=work,
+                                            race=race)[0]
+                    assert isinstance(one, Solution)
+                    best[p] = one.indices
+                    proven[p] = one.lower_bound if one.optimal else np.nan
+                    lower[p] = max(lower[p], one.lower_bound if one.lower_bound is not None else -np.inf)
+                    method[p] = one.stats.get("method", "dp")
+                    milp_stats[p] = {k: v for k, v in one.stats.items() if k.startswith("milp")}
+                    rounds[p] += one.stats.get("rounds", 0)
+                open_ = np.zeros(0, dtype=np.int64)
+                break
+            if r == 1 and racer is None and race and _race_allowed():
+                from slimzoo.search.milp import MilpRace
+
+                p0 = int(todo[open_[0]])
+                racer = MilpRace(problems[p0], float(budget[p0]),
+                                None if deadline is None else max(1e-3, deadline - time.perf_counter()))
+                left = max(left, float(min(RACE_WORK_FACTOR * (dp_work(s) if work is None else work), RACE_WORK_MAX)))
             idx = todo[open_]
             sub = batch if idx.size == p_count else batch.take(idx)
             sub_bounds = warm.bounds if open_.size == todo.size else _take_passes(warm.bounds, open_)
             limit = inc_loss[idx] if frac >= 1.0 else lower[idx] + frac * gap[idx]
             rounds[idx] += 1
             pruning = Pruning.build(sub, sub_bounds, cap2[idx], limit + margin[idx])
+            allowed = min(round_cap, left)
+
+            def stop() -> bool:
+                return (racer is not None and racer.done()) or (deadline is not None
+                                                                and time.perf_counter() > deadline)
+
             try:
-                dp = run_dp(sub, pruning, None if per_problem_cap is None else per_problem_cap * idx.size,
-                            best_under=(bcap[idx], limit + margin[idx]))
+                dp = run_dp(sub, pruning, int(allowed * idx.size), best_under=(bcap[idx], limit + margin[idx]),
+                            stop=stop)
             except Aborted:
+                left -= allowed
+                if left <= 0 or stop():
+                    break
                 continue
+            left -= dp.candidates / idx.size
             _account(stats, dp)
             try:
                 found = _best_feasible(sub, dp, budget[idx], bcap[idx], inc_loss[idx])
@@ -511,8 +599,28 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float]) -> list[Solution |
                 else:
                     proven[idx[i]] = inc_loss[idx[i]]  # nothing better than the incumbent exists
             open_ = np.array(still, dtype=np.int64)
-            if not open_.size:
+            if not open_.size or left <= 0:
                 break
+        unproven = [p for p in (todo[open_].tolist() if open_.size else []) if not np.isfinite(proven[p])]
+        for p in unproven:
+            if racer is not None:
+                outcome = racer.result()  # HiGHS won the race, or the DP ran out of work or time: its answer
+                racer = None
+            else:
+                remaining = None if deadline is None else max(1e-3, deadline - time.perf_counter())
+                outcome = _fallback(problems[p], float(budget[p]), remaining)
+            if outcome is None:  # the HiGHS process failed: finish with the DP alone
+                outcome = _fallback(problems[p], float(budget[p]), None, dp_only=True)
+            x, bound, finished, mst = outcome
+            method[p] = "milp"
+            milp_stats[p] = mst
+            lower[p] = max(lower[p], bound)
+            if x is not None and problems[p].loss(x) < inc_loss[p]:
+                best[p] = x
+            if finished and x is not None:
+                proven[p] = bound
+        if racer is not None:
+            racer.cancel()  # the DP won
     final_lat, final_loss = batch.canonical_latency(best), batch.canonical_loss(best)
     # The guarantee does not rest on the DP being right: an answer whose recomputed latency is over the budget is
     # replaced by the incumbent (checked canonically in warm_start) and loses its optimality claim.
@@ -529,16 +637,49 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float]) -> list[Solution |
             out.append(results[p])  # type: ignore[arg-type]
             continue
         st: dict[str, object] = {"certified_by_lagrangian": bool(certified[p]), "rounds": int(rounds[p]),
-                                 "batch_size": p_count, "lagrangian_bound": float(lower[p]), **stats.extra}
+                                 "batch_size": p_count, "lagrangian_bound": float(warm.lower[p]),
+                                 "method": str(method[p]), **stats.extra, **milp_stats.get(p, {})}
         if rounds[p]:
             st.update(front_points=stats.front_points, largest_front=stats.largest_front,
                       candidates=stats.candidates)
         is_proven = bool(np.isfinite(proven[p]))
+        bound = float(proven[p]) if is_proven else float(min(lower[p], final_loss[p]))
+        tol = loss_tolerance(problems[p], CERTIFY_RTOL) if method[p] == "milp" else None
         out.append(make_solution(problems[p], best[p], "exact", is_proven, (final_lat[p], final_loss[p]),
-                                 budget=float(budget[p]), lam=float(lam_star[p]),
-                                 lower_bound=float(proven[p]) if is_proven else float(lower[p]),
+                                 budget=float(budget[p]), lam=float(lam_star[p]), lower_bound=bound, tolerance=tol,
                                  iterations=int(warm.passes[p] + rounds[p]), time_ms=elapsed / p_count, stats=st))
     return out
+
+
+def _race_allowed() -> bool:
+    """Race HiGHS against the DP when scipy is there and the machine allows it (see MilpRace); off with
+    ``SLIMZOO_SEARCH_RACE=0`` (sequential: the DP's work budget, then HiGHS)."""
+    if os.environ.get("SLIMZOO_SEARCH_RACE", "1") == "0":
+        return False
+    import importlib.util
+
+    from slimzoo.search.milp import race_available
+
+    return importlib.util.find_spec("scipy") is not None and race_available()
+
+
+def _fallback(problem: SearchProblem, budget: float, time_limit: float | None,
+              dp_only: bool = False) -> tuple[list[int] | None, float, bool, dict[str, object]]:
+    """HiGHS on one problem the DP gave up on: (configuration or None, proven bound, proven optimal, stats).
+
+    Without scipy (it is a dependency, but a stripped install may lack it), or with ``dp_only`` (the HiGHS
+    process failed), the DP finishes the job without a work budget.
+    """
+    if not dp_only:
+        try:
+            from slimzoo.search.milp import milp_search
+
+            return milp_search(problem, budget, time_limit)
+        except ImportError:
+            pass
+    sol = solve_exact_batch(compile_batch([problem]), [budget], work=1 << 62, race=False)[0]
+    assert isinstance(sol, Solution)
+    return sol.indices, float(sol.lower_bound or -np.inf), sol.optimal, {"fallback": "unbounded dp"}
 
 
 def _take_passes(passes: Passes, index: IntArray) -> Passes:
@@ -722,31 +863,38 @@ def _best_feasible(batch: Batch, dp: DPResult, budget: FloatArray, bcap: FloatAr
     return out
 
 
-def solve_exact(problem: SearchProblem, budget: float | None = None, *, validate: bool = True) -> Solution:
+def solve_exact(problem: SearchProblem, budget: float | None = None, *, validate: bool = True,
+                time_limit: float | None = None, work: int | None = None) -> Solution:
     """The minimum loss over all configurations with latency <= budget (ties: any one of them).
 
     A batched Lagrangian grid pass gives an incumbent (improved greedily), the best multiplier and a lower bound
     that sometimes certifies the incumbent (closed duality gap), making the front DP unnecessary. The front DP then
     runs with the incumbent's loss as the limit, keeping every partial point that may still complete to a
     feasible loss <= that; the best feasible root point is the optimum (or the incumbent, if none is better).
-    ``stats`` reports the rounds and the front sizes. ``validate=False`` skips :meth:`SearchProblem.validate`
-    for a problem the caller has just validated or built from validated parts.
+    The DP's work is bounded (``work`` candidate points, default :func:`dp_work`); a problem it cannot finish goes
+    to HiGHS (:mod:`slimzoo.search.milp`), within ``time_limit`` seconds if given (unlimited by default: the
+    answer is then always proven optimal). When a time limit stops HiGHS first, the best configuration found is
+    returned with ``optimal=False``, the best proven ``lower_bound`` and its ``gap``. ``stats["method"]`` says
+    what proved the answer (lagrangian, dp or milp). ``validate=False`` skips :meth:`SearchProblem.validate` for
+    a problem the caller has just validated or built from validated parts.
     """
     if validate:
         problem.validate()
     b = resolve_budget(problem, budget)
-    result = solve_exact_batch(compile_batch([problem]), [b])[0]
+    result = solve_exact_batch(compile_batch([problem]), [b], time_limit=time_limit, work=work)[0]
     if isinstance(result, BudgetError):
         raise result
     return result
 
 
 def solve_exact_many(problems: Sequence[SearchProblem], budgets: Sequence[float | None] | None = None, *,
-                     validate: bool = True) -> list[Solution | BudgetError]:
+                     validate: bool = True, time_limit: float | None = None,
+                     work: int | None = None) -> list[Solution | BudgetError]:
     """:func:`solve_exact` for many problems, batching those of the same shape (one per platform, say).
 
     Returns a :class:`Solution` or, for a problem whose budget no configuration meets, its :class:`BudgetError`
-    (in input order); other errors are raised.
+    (in input order); other errors are raised. ``time_limit`` and ``work`` apply per batch of one shape, as in
+    :func:`solve_exact`.
     """
     problems = list(problems)
     if budgets is None:
@@ -761,7 +909,8 @@ def solve_exact_many(problems: Sequence[SearchProblem], budgets: Sequence[float 
     out: list[Solution | BudgetError | None] = [None] * len(problems)
     for idx in groups.values():
         batch = compile_batch([problems[i] for i in idx], same_shape=True)
-        for i, res in zip(idx, solve_exact_batch(batch, [resolved[i] for i in idx])):
+        for i, res in zip(idx, solve_exact_batch(batch, [resolved[i] for i in idx], time_limit=time_limit,
+                                                 work=work)):
             out[i] = res
     return out  # type: ignore[return-value]
 

@@ -82,15 +82,33 @@ def print_problem_result(found: ProblemSearch, as_json: bool) -> None:
     Console().print(table)
 
 
-def solve_problem_file(path: Path, budget: float | None = None, solver: str = "exact") -> ProblemSearch:
-    """Load and solve a problem file (docs/search-problem.md); ``budget`` overrides the file's."""
+def parse_time_limit(text: str | None) -> float | None:
+    """``--time-limit`` in seconds (None: unlimited), or ProblemError naming the option."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ProblemError(f"--time-limit: expected seconds, got {text!r}") from None
+    if not 0 < value <= MAX_MAGNITUDE:
+        raise ProblemError(f"--time-limit: expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def solve_problem_file(path: Path, budget: float | None = None, solver: str = "exact",
+                       time_limit: float | None = None) -> ProblemSearch:
+    """Load and solve a problem file (docs/search-problem.md); ``budget`` overrides the file's. ``time_limit``
+    (seconds) bounds the exact and MILP solvers, which then report a gap if they could not prove optimality."""
     from slimzoo.search import SOLVERS
 
     if solver not in SOLVERS:
         raise ProblemError(f"unknown solver '{solver}'{suggest(solver, SOLVERS)}; valid: {', '.join(SOLVERS)}")
     problem = SearchProblem.load(path)  # validates; errors name the file and the field
-    solution = SOLVERS[solver](problem, budget)
+    if time_limit is not None and solver in ("exact", "milp"):
+        solution = SOLVERS[solver](problem, budget, time_limit=time_limit, validate=False)  # type: ignore[call-arg]
+    else:
+        solution = SOLVERS[solver](problem, budget)
     return ProblemSearch(Path(path), problem, solution)
 
 
-__all__ = ["ProblemSearch", "parse_budget", "print_problem_result", "solve_problem_file"]
+__all__ = ["ProblemSearch", "parse_budget", "parse_time_limit", "print_problem_result", "solve_problem_file"]

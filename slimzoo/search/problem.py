@@ -726,28 +726,30 @@ def infeasible(problem: SearchProblem, budget: float, fastest: float) -> BudgetE
                        f"{format_ms(fastest, budget, unit)}")
 
 
-def loss_tolerance(problem: SearchProblem) -> float:
+def loss_tolerance(problem: SearchProblem, relative: float = 1e-9) -> float:
     """Round-off allowance when a recomputed loss is compared with a certified bound.
 
-    The same terms summed in another order (a DP, a MILP solver, :meth:`SearchProblem.loss`) differ by a few ulps
-    of the *largest terms*, not of the total (which may be near zero after cancellation), hence the scale.
+    The same terms summed in another order (a DP, :meth:`SearchProblem.loss`) differ by a few ulps of the
+    *largest terms*, not of the total (which may be near zero after cancellation), hence the scale. A bound from
+    a floating-point LP (HiGHS) is only as exact as its dual feasibility tolerance, so the MILP solver passes a
+    larger ``relative`` (:data:`slimzoo.search.milp.CERTIFY_RTOL`).
     """
     if not problem.unary:
         return 0.0
     flat = np.abs(np.concatenate([np.asarray(u, dtype=np.float64) for u in problem.unary]))
     starts = np.cumsum([0] + [len(u) for u in problem.unary[:-1]])
-    return 1e-9 * (1.0 + float(np.maximum.reduceat(flat, starts).sum()))
+    return relative * (1.0 + float(np.maximum.reduceat(flat, starts).sum()))
 
 
 def make_solution(problem: SearchProblem, indices: Sequence[int], solver: str, optimal: bool,
                   canonical: tuple[float, float] | None = None, *, budget: float | None = None,
-                  lower_bound: float | None = None, **fields: Any) -> Solution:
+                  lower_bound: float | None = None, tolerance: float | None = None, **fields: Any) -> Solution:
     """Build a Solution with latency and loss evaluated canonically by the problem (not by a solver's sums).
 
     This is the one door every solver's answer goes through, so the guarantees are enforced here rather than
     trusted: with a ``budget``, a configuration whose recomputed latency exceeds it raises :class:`SolverError`
     (never returned), and ``optimal`` survives only when the recomputed loss equals the certified
-    ``lower_bound`` (within :func:`loss_tolerance`). ``canonical`` passes (latency, loss) already computed the
+    ``lower_bound`` (within ``tolerance``, default :func:`loss_tolerance`). ``canonical`` passes (latency, loss) already computed the
     canonical way (same terms, same order, as the batched evaluation in :mod:`slimzoo.search.compiled` does).
     """
     idx = [int(i) for i in indices]
@@ -758,7 +760,8 @@ def make_solution(problem: SearchProblem, indices: Sequence[int], solver: str, o
             raise SolverError(f"internal error: the {solver} solver chose a configuration of latency "
                               f"{format_ms(latency, budget, problem.unit)} over the budget "
                               f"{format_ms(budget, latency, problem.unit)}; please report this problem")
-        if optimal and (lower_bound is None or abs(float(loss) - float(lower_bound)) > loss_tolerance(problem)):
+        tol = loss_tolerance(problem) if tolerance is None else tolerance
+        if optimal and (lower_bound is None or abs(float(loss) - float(lower_bound)) > tol):
             optimal = False
     return Solution(indices=idx, values=values, latency=float(latency), loss=float(loss), solver=solver,
                     optimal=optimal, budget=budget, lower_bound=lower_bound, **fields)

@@ -139,3 +139,29 @@ def random_problem(
         unconstrained = problem.latency(decode(tree, min_sum(tree, [1.0], [0.0])))
         problem.budget = fastest + budget_fraction * (unconstrained - fastest)
     return problem
+
+
+def knapsack_problem(rng: np.random.Generator | int, n_vars: int, n_choices: int, *, noise: float = 0.01,
+                     budget_fraction: float = 0.5) -> SearchProblem:
+    """A strongly correlated multiple-choice knapsack: independent variables, loss close to minus latency.
+
+    The classic hard case for Pareto-front dynamic programming (and for Lagrangian bounds): every choice trades
+    loss for latency at almost the same rate, so almost every partial configuration is Pareto-optimal and the
+    fronts grow multiplicatively. Latencies are drawn in [0.01, 1), each loss is ``-(latency + noise * u)`` with
+    ``u`` uniform in [0, 1); the budget lies ``budget_fraction`` of the way from the fastest to the slowest
+    configuration, with a 0-variable factor holding a fixed latency.
+    """
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    names = [f"k{i}" for i in range(n_vars)]
+    choices = [[8 * (c + 1) for c in range(n_choices)] for _ in range(n_vars)]
+    lat = np.sort(rng.uniform(0.01, 1.0, size=(n_vars, n_choices)), axis=1)
+    loss = -(lat + noise * rng.random((n_vars, n_choices)))
+    factors = [LatencyFactor((v,), lat[v], f"{names[v]}.conv") for v in range(n_vars)]
+    factors.append(LatencyFactor((), np.array(0.5), "fixed"))
+    problem = SearchProblem(names, choices, list(loss), factors, 0.0, None,
+                            {"unit": "ms", "source": f"knapsack_problem(n_vars={n_vars}, n_choices={n_choices})"})
+    problem.validate()
+    low, high = float(lat[:, 0].sum()), float(lat[:, -1].sum())
+    problem.budget = 0.5 + low + budget_fraction * (high - low)
+    return problem
