@@ -635,12 +635,15 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
     sidecar is written after it, so a sidecar never describes a file that is not there.
     """
     from slimzoo.exporters.base import ExportOptions, export_validated, get_exporter
-    from slimzoo.fileio import tree_sha256, tree_size
+    from slimzoo.fileio import check_writable_dir, tree_sha256, tree_size
 
     # names and options are case-insensitive (NCHW is nchw); the exporters compare lower-case values
     precision, layout, input_type = (None if v is None else v.strip().lower() for v in (precision, layout, input_type))
     exporter = get_exporter(fmt)  # refuse an unknown or unbuilt format before any work
     exporter.check_options(ExportOptions(precision=precision, layout=layout, input_type=input_type))
+    if budget is not None:
+        _check_budget(budget)  # the options in the order given: a bad budget is named before the folder
+    check_writable_dir(out_dir)  # a file or a read-only place is refused now, not after the search and export
     found = search_platform(platform, budget, checkpoint, registry_dir, solver)
     ck = load_checkpoint(checkpoint)
     data = checkpoint_dataset(ck, data_dir)
@@ -944,8 +947,9 @@ def build_zoo(out: Path, platforms: list[str] | None = None, formats: list[str] 
     """
     from slimzoo.exporters.base import exporter_names
     from slimzoo.exporters.manifest import zoo_build_session
+    from slimzoo.fileio import check_writable_dir
 
-    out = Path(out)
+    out = check_writable_dir(out)  # a file or a read-only place is refused now, not after minutes of work
     started = time.perf_counter()
     ck = load_checkpoint(checkpoint)
     registry = load_registry(registry_dir)

@@ -27,6 +27,10 @@ class SlimzooError(Exception):
     exit_code: int = 2
 
 
+class OutputPathError(SlimzooError):
+    """An output path (``--out``) that cannot be written: a file where a folder should be, a read-only place."""
+
+
 class ConfigError(SlimzooError):
     """A width configuration does not fit the architecture."""
 

@@ -189,3 +189,31 @@ def tree_sha256(path: Path | str) -> str:
         return file_hash(path)
     lines = sorted(f"{file_hash(p)}  {p.relative_to(path).as_posix()}\n" for p in path.rglob("*") if p.is_file())
     return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def check_writable_dir(path: Path | str, option: str = "--out") -> Path:
+    """Refuse (:class:`slimzoo.errors.OutputPathError`, one line) an output folder that cannot be written, before
+    any work: a file in its place or on its way, or a place this process cannot create files in (read-only
+    mount, no permission). Probed by creating and removing a temp file in the folder, or in its nearest existing
+    parent (nothing is created on the way), because permission bits lie: root passes every ``os.access`` test
+    yet cannot write to a read-only mount. Returns the path."""
+    from slimzoo.errors import OutputPathError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{option} {path}: is a file, not a folder")
+    probe_dir = path
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if probe_dir.exists() and not probe_dir.is_dir():
+        raise OutputPathError(f"{option} {path}: {probe_dir} is a file, not a folder")
+    try:
+        fd, name = tempfile.mkstemp(dir=probe_dir, prefix=".slimzoo-write-test.", suffix=".tmp")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise OutputPathError(f"{option} {path}: cannot write to {probe_dir} ({why})") from None
+    os.close(fd)
+    os.unlink(name)
+    return path

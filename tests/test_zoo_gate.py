@@ -471,6 +471,41 @@ def test_sigterm_mid_build_is_one_line_and_leaves_it_detectable(tmp_path: Path) 
     assert r.returncode == 2 and "incomplete build (interrupted)" in " ".join(r.stderr.split())
 
 
+def _unwritable_out(kind: str, tmp_path: Path) -> tuple[Path, str]:
+    """An --out that cannot be written, and the words the refusal must use."""
+    if kind == "file":
+        path = tmp_path / "zoo.txt"
+        path.write_text("a file")
+        return path, "is a file, not a folder"
+    if kind == "under-a-file":
+        (tmp_path / "f").write_text("a file")
+        return tmp_path / "f" / "zoo", "is a file, not a folder"
+    if kind == "read-only-mount":  # /sys: read-only even for root
+        return Path("/sys/slimzoo-zoo"), "cannot write to /sys"
+    if os.geteuid() == 0:
+        pytest.skip("root ignores permission bits")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    return locked / "zoo", "cannot write to"
+
+
+@pytest.mark.parametrize("command", ["build-zoo", "export"])
+@pytest.mark.parametrize("kind", ["file", "under-a-file", "read-only-mount", "no-permission"])
+def test_unwritable_out_is_refused_before_any_work(tmp_path: Path, command: str, kind: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out at a file, under a file, or in a place that cannot be written: one line, exit 2, and no search or
+    export first (the search is made to fail loudly if reached)."""
+    out, fragment = _unwritable_out(kind, tmp_path)
+    monkeypatch.setattr(api, "search_platform", lambda *a, **k: pytest.fail("searched before checking --out"))
+    monkeypatch.setattr(api, "load_checkpoint", lambda *a, **k: pytest.fail("loaded before checking --out"))
+    args = ["--platforms", "pixel5", "--formats", "onnx"] if command == "build-zoo" else ["--platform", "pixel5"]
+    r = cli_inproc(command, *args, "--out", str(out))
+    assert r.returncode == 2, r.stdout + r.stderr
+    message = " ".join(r.stderr.split())
+    assert message.startswith(f"error: --out {out}") and fragment in message, message
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
 def test_export_budget_that_is_no_number_is_bad_input() -> None:
     r = cli_inproc("export", "--platform", "pixel5", "--budget", "nan", "--out", "/nonexistent/never")
     assert r.returncode == 2 and "budget must be a finite number of ms > 0, got nan" in " ".join(r.stderr.split())
