@@ -127,3 +127,26 @@ def test_fitted_objective_without_a_model_says_how_to_make_one(checkpoint_copy: 
         search_objective(load_checkpoint(checkpoint_copy), "fitted")
     with pytest.raises(ConfigError, match="did you mean 'fitted'"):
         search_objective(load_checkpoint(checkpoint_copy), "fited")
+
+
+def test_fit_accuracy_command_measures_fits_and_stores(checkpoint_copy: Path, tmp_path: Path) -> None:
+    """End to end on the digits fixture: real sub-networks measured on the validation split, model stored beside
+    the checkpoint, held-out figures for both objectives, a plot, and the search switching to it."""
+    plot = tmp_path / "fit.png"
+    result = CliRunner().invoke(app, ["fit-accuracy", "--checkpoint", str(checkpoint_copy), "--configs", "8",
+                                      "--plot", str(plot), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["configs"] == 8 and report["held_out"] == 2 and report["split"]["split"] == "val"
+    assert set(report["held_out_figures"]) == {"fitted", "training_proxy"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ck = load_checkpoint(checkpoint_copy)
+    stored = load_accuracy_model(accuracy_model_path(checkpoint_copy), ck.spec, ck.sha256)
+    rows = stored.report["measurements"]
+    assert len(rows) == 8 and all(0.5 < r["val_accuracy"] <= 1 for r in rows)  # digits: every width is good
+    assert search_objective(ck)[0] == "fitted"
+
+
+def test_fit_accuracy_refuses_too_few_configs(checkpoint_copy: Path) -> None:
+    result = CliRunner().invoke(app, ["fit-accuracy", "--checkpoint", str(checkpoint_copy), "--configs", "3"])
+    assert result.exit_code == 2 and not accuracy_model_path(checkpoint_copy).exists()
