@@ -87,6 +87,17 @@ class CorruptingTFLiteExporter(Corrupting, TFLiteExporter):
     pass
 
 
+class StrideChangingCoreMLExporter(CoreMLExporter):
+    """Exports a copy with the first stride-2 convolution made stride 1: every weight stays the same, so only
+    a check of the program's structure can tell."""
+
+    def export(self, module: nn.Module, example_input: torch.Tensor, path: Path, options: ExportOptions) -> None:
+        broken = copy.deepcopy(module)
+        conv = next(m for m in broken.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2))
+        conv.stride = (1, 1)
+        super().export(broken, example_input, path, options)
+
+
 # -- registry and options ------------------------------------------------------------------------------------
 def test_registry_lists_the_three_built_formats() -> None:
     assert exporter_names() == ["onnx", "coreml", "tflite"]
@@ -100,7 +111,7 @@ def test_defaults_are_each_formats_own() -> None:
     assert (coreml.precision, coreml.layout, coreml.input_type) == ("fp16", "nchw", "tensor")
     assert (tflite.precision, tflite.layout, tflite.input_type) == ("fp32", "nhwc", None)
     assert (onnx.precision, onnx.layout, onnx.input_type) == ("fp32", "nchw", None)
-    assert CoreMLExporter().tolerances(coreml) == Tolerances(atol=None, min_top1_agreement=0.99)
+    assert CoreMLExporter().tolerances(coreml) == Tolerances(atol=None, min_top1_agreement=0.99, min_psnr_db=30.0)
     assert TFLiteExporter().tolerances(tflite).atol == 1e-4
 
 
@@ -140,15 +151,59 @@ def test_coreml_fp16_tensor_package_and_weight_check(sliced: nn.Module, tmp_path
     assert any(c.startswith("every stored weight equals the sliced PyTorch weight (106 tensors") and
                "float16 rounding" in c for c in report.checks), report.checks
     assert "input 'input': multi-array [1, 1, 32, 32]" in report.checks
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in sliced.modules())
+    structure = next(c for c in report.checks if c.startswith("program structure matches"))
+    assert f"conv x{n_convs}" in structure and f"({n_convs} convs)" in structure
+    assert "10 residual adds at the same shapes" in structure  # MobileNetV2 x0.25: 10 inverted residuals
+    assert report.min_psnr_db == 30.0
     if not can_predict():
         assert report.numerics_run is False and "Core ML prediction needs macOS" in report.note
         assert "numerics not run" in report.note
+        # what was not verified, said plainly: the PSNR floor and the device's fp16 arithmetic
+        assert report.not_verified[0].startswith("numerics: outputs vs PyTorch (max abs diff, logits PSNR >= 30 dB")
+        assert any(line.startswith("fp16 arithmetic:") for line in report.not_verified)
     import coremltools as ct
 
     spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
     meta = dict(spec.description.metadata.userDefined)
     assert {k: meta[k] for k in META} == META and meta["slimzoo.minimum_deployment_target"] == "iOS16"
     assert [o.name for o in spec.description.output] == ["logits"]
+
+
+def test_coreml_changed_stride_fails_the_structure_check(sliced: nn.Module, tmp_path: Path) -> None:
+    """Same weights, one stride changed: the weight check passes, the structure check must not (on Linux it
+    is the only check that could tell)."""
+    path = tmp_path / "m.mlpackage"
+    with pytest.raises(ValidationError) as info:
+        _export(StrideChangingCoreMLExporter(), sliced, path, ExportOptions())
+    message = str(info.value)
+    assert "strides [1, 1] != PyTorch's [2, 2]" in message and "output shape" in message
+    assert "stored weight" not in message  # the weights are the same
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reduced_precision_is_held_to_a_psnr_floor() -> None:
+    """fp16 logits that keep the argmax but drift far (PSNR 20 dB) fail; rounding-sized drift passes."""
+    from slimzoo.exporters.base import validate_against_reference
+
+    reference = nn.Linear(8, 4).eval()
+    x = _inputs(64, 3).reshape(64, -1)[:, :8].copy()
+    with torch.no_grad():
+        logits = reference(torch.from_numpy(x)).numpy()
+    spread = float(logits.max() - logits.min())
+    tol = TFLiteExporter().tolerances(ExportOptions(precision="fp16"))
+    assert tol.min_psnr_db == 30.0
+    noise = np.random.default_rng(0).standard_normal(logits.shape).astype(np.float32)
+    for rms_fraction, ok in ((0.1, False), (0.001, True)):  # 20 dB and 60 dB
+        drift = (noise / np.sqrt(np.mean(noise ** 2)) * spread * rms_fraction).astype(np.float32)
+        run = lambda a, d=drift: reference(torch.from_numpy(a)).detach().numpy() + d  # noqa: E731
+        kwargs = dict(atol=tol.atol, min_top1_agreement=tol.min_top1_agreement, min_psnr_db=tol.min_psnr_db)
+        if ok:
+            report = validate_against_reference("tflite", reference, run, x, **kwargs)
+            assert report.psnr_db == pytest.approx(60, abs=0.5) and any("PSNR" in c for c in report.checks)
+        else:
+            with pytest.raises(ValidationError, match=r"logits PSNR vs PyTorch 20\.0 dB < 30 dB"):
+                validate_against_reference("tflite", reference, run, x, **kwargs)
 
 
 def test_coreml_fp32_image_classifier_folds_mean_std_and_labels(sliced: nn.Module, tmp_path: Path) -> None:

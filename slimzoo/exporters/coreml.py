@@ -15,9 +15,13 @@ BatchNorm is folded into the preceding convolution *here*, in PyTorch (``torch.n
 conversion, so that every weight the package stores is a tensor slimzoo can recompute exactly from the sliced
 module: :meth:`CoreMLExporter.inspect` reads the package back through coremltools (the ML program, loaded from
 the package's spec and weight blob) and compares every stored conv/linear weight and bias with the folded
-PyTorch tensor, bit for bit in fp32 and to the float16 rounding in fp16. That check, with the package's
-inputs/outputs, is what validation can do on Linux, where Core ML cannot predict; on macOS the predictions are
-compared with PyTorch as well, through the shared routine.
+PyTorch tensor, bit for bit in fp32 and to the float16 rounding in fp16. It also checks the program's structure
+against the sliced module's traced graph (:meth:`CoreMLExporter._check_structure`): op types and counts, every
+convolution's strides, padding, dilation, groups, channel counts and output shape in call order, and every
+residual add. Those checks, with the package's inputs/outputs, are what validation can do on Linux, where Core
+ML cannot predict: they establish that the program computes the same function as PyTorch *in exact
+arithmetic*, not how far fp16 arithmetic on the device drifts from it. The sidecar's ``not_verified`` says so.
+On macOS the predictions are compared with PyTorch as well (with the fp16 PSNR floor), through the shared routine.
 """
 
 from __future__ import annotations
@@ -42,7 +46,21 @@ LABEL_NAME = "classLabel"
 PROBS_NAME = "classLabel_probs"
 NO_PREDICTION_NOTE = ("numerics not run: Core ML prediction needs macOS (coremltools cannot load a model for "
                       "prediction on {platform}); checked instead: the package loads, its input/output names "
-                      "and shapes, and every stored weight against the sliced PyTorch weights")
+                      "and shapes, every stored weight against the sliced PyTorch weights, and the program's "
+                      "structure (op types, conv strides/padding/groups/channels/output shapes, residual adds) "
+                      "against the sliced PyTorch graph")
+NOT_VERIFIED_WITHOUT_PREDICTION = [
+    "{precision} arithmetic: how far Core ML's {precision} computation on the device (CPU, GPU or Neural Engine) "
+    "drifts from PyTorch is measured only by a prediction, which needs macOS; the structure and weight checks hold "
+    "in exact arithmetic",
+    "the Core ML runtime's own compilation of the program for a device and its kernels",
+]
+# PyTorch graph node -> the ML program op it converts to (coremltools 9); any other program op is unexplained
+TORCH_TO_MIL = {"aten::_convolution": "conv", "aten::conv2d": "conv", "aten::linear": "linear",
+                "aten::hardtanh": "clip", "aten::relu6": "clip", "aten::relu": "relu", "aten::add": "add",
+                "aten::adaptive_avg_pool2d": "reduce_mean", "aten::mean": "reduce_mean",
+                "aten::flatten": "reshape", "aten::view": "reshape", "aten::reshape": "reshape"}
+BOOKKEEPING_OPS = {"const", "cast", "classify"}  # dtype casts at the fp16 boundary, the classifier's labelling
 
 
 def can_predict() -> bool:
@@ -212,6 +230,10 @@ class CoreMLExporter(Exporter):
             n_outputs = folded(example).shape[-1]
         self._check_spec(spec, tuple(example.shape), n_outputs, options, result)
         self._check_weights(program, folded, example, options, result)
+        self._check_structure(program, folded, example, options, result)
+        if not can_predict():
+            result.not_verified += [line.format(precision=options.precision)
+                                    for line in NOT_VERIFIED_WITHOUT_PREDICTION]
         return result
 
     def versions(self) -> dict[str, str]:
@@ -379,6 +401,134 @@ class CoreMLExporter(Exporter):
             else:
                 result.checks.append(f"image preprocessing folds mean/std: x * {scale:.6g} + "
                                      f"{[round(b, 6) for b in bias]}")
+
+
+    def _check_structure(self, program: Any, folded: nn.Module, example: torch.Tensor, options: ExportOptions,
+                         result: Inspection) -> None:
+        """The program computes what the sliced module's graph computes: the same op types in the same numbers
+        (each PyTorch node mapped by :data:`TORCH_TO_MIL`, nothing unexplained), every convolution with the
+        PyTorch layer's strides, padding, dilation, groups, channel counts and output shape (in call order), the
+        classifier's shape, and the residual adds at the same tensor shapes in the same order. The weight check
+        cannot see these: a stride of 1 for 2 keeps every weight and changes every output."""
+        import collections
+
+        fail = result.failures.append
+        n_failures = len(result.failures)
+        ref = reference_structure(folded, example)
+        ops = [op for op in _operations(program) if op.op_type not in BOOKKEEPING_OPS]
+        if options.input_type == "image":  # the folded mean/std: x * scale + bias, checked by the weight check
+            ops = [op for op in ops if not op.name.startswith((f"{INPUT_NAME}__scaled__", f"{INPUT_NAME}__biased__"))]
+        got_types = collections.Counter(op.op_type for op in ops)
+        want_types = collections.Counter(TORCH_TO_MIL[k] for k in ref["nodes"] if k in TORCH_TO_MIL)
+        for kind in sorted(set(got_types) | set(want_types)):
+            if got_types[kind] != want_types[kind]:
+                fail(f"program has {got_types[kind]} '{kind}' ops, the sliced PyTorch graph calls for "
+                     f"{want_types[kind]}")
+        layers = iter(ref["layers"])
+        n_conv = 0
+        residual_shapes = []
+        for op in ops:
+            if op.op_type in ("conv", "linear"):
+                layer = next(layers, None)
+                if layer is None or layer["kind"] != op.op_type:
+                    continue  # the count mismatch is reported above
+                problems = _layer_problems(op, layer)
+                for problem in problems:
+                    fail(f"{layer['name']} (op '{op.name}'): {problem}")
+                n_conv += op.op_type == "conv"
+            elif op.op_type == "clip":
+                alpha, beta = (float(np.asarray(op.inputs[k].val)) if op.inputs.get(k) is not None
+                               and op.inputs[k].val is not None else None for k in ("alpha", "beta"))
+                if (alpha, beta) != (0.0, 6.0):
+                    fail(f"clip op '{op.name}' clips to [{alpha}, {beta}], not ReLU6's [0, 6]")
+            elif op.op_type == "add" and all(v is not None and v.val is None for v in (op.inputs.get("x"),
+                                                                                        op.inputs.get("y"))):
+                residual_shapes.append(tuple(op.outputs[0].shape))
+        if residual_shapes != ref["adds"]:
+            fail(f"residual adds at shapes {residual_shapes}, the sliced PyTorch graph adds at {ref['adds']}")
+        if len(result.failures) == n_failures:
+            summary = ", ".join(f"{kind} x{n}" for kind, n in sorted(got_types.items()))
+            result.checks.append(f"program structure matches the sliced PyTorch graph: {summary}; every conv's "
+                                 f"strides, padding, dilation, groups, channels and output shape ({n_conv} convs); "
+                                 f"{len(residual_shapes)} residual adds at the same shapes")
+
+
+@torch.no_grad()
+def reference_structure(module: nn.Module, example: torch.Tensor) -> dict[str, Any]:
+    """What the program must contain, from the module itself: per conv/linear layer in call order its
+    hyper-parameters and output shape (forward hooks), the traced graph's node kinds (what the converter
+    sees), and the shapes of its tensor + tensor adds (the residual connections), in order."""
+    names = {m: n for n, m in module.named_modules()}
+    layers: list[dict[str, Any]] = []
+
+    def hook(m: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        entry: dict[str, Any] = {"name": names[m], "out_shape": tuple(output.shape)}
+        if isinstance(m, nn.Conv2d):
+            entry.update(kind="conv", stride=tuple(m.stride), padding=m.padding, dilation=tuple(m.dilation),
+                         groups=m.groups, in_channels=m.in_channels, out_channels=m.out_channels)
+        else:
+            entry.update(kind="linear", in_channels=m.in_features, out_channels=m.out_features)
+        layers.append(entry)
+
+    module = module.eval()
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        module(example[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    graph = torch.jit.trace(module, example[:1]).inlined_graph
+    nodes: list[str] = []
+    adds: list[tuple[int, ...]] = []
+    for node in graph.nodes():
+        kind = node.kind()
+        if kind == "aten::add":
+            operands = list(node.inputs())[:2]
+            if not all(isinstance(v.type(), torch._C.TensorType) for v in operands):
+                continue  # a scalar add is folded into a constant, not a residual connection
+            adds.append(tuple(node.output().type().sizes()))
+        if kind.startswith("aten::"):
+            nodes.append(kind)
+    return {"layers": layers, "nodes": nodes, "adds": adds}
+
+
+def _layer_problems(op: Any, layer: dict[str, Any]) -> list[str]:
+    """How a conv/linear op differs from its PyTorch layer (hyper-parameters, channels, output shape)."""
+    problems = []
+    weight = op.inputs.get("weight")
+    shape = tuple(weight.shape) if weight is not None else ()
+    out_shape = tuple(op.outputs[0].shape)
+    if out_shape != layer["out_shape"]:
+        problems.append(f"output shape {list(out_shape)} != PyTorch's {list(layer['out_shape'])}")
+    if layer["kind"] == "linear":
+        if shape[:2] != (layer["out_channels"], layer["in_channels"]):
+            problems.append(f"weight shape {list(shape)} != ({layer['out_channels']}, {layer['in_channels']})")
+        return problems
+
+    def ints(key: str, default: list[int]) -> list[int]:
+        var = op.inputs.get(key)
+        return [int(v) for v in np.asarray(var.val).reshape(-1)] if var is not None and var.val is not None \
+            else default
+
+    strides, dilations = ints("strides", [1, 1]), ints("dilations", [1, 1])
+    groups = ints("groups", [1])[0]
+    pad_type = str(op.inputs["pad_type"].val) if op.inputs.get("pad_type") is not None else "valid"
+    pad = ints("pad", [0, 0, 0, 0]) if pad_type == "custom" else [0, 0, 0, 0] if pad_type == "valid" else None
+    padding = layer["padding"]
+    want_pad = ([padding[0], padding[0], padding[1], padding[1]] if isinstance(padding, tuple) and
+                all(isinstance(p, int) for p in padding) else None)
+    if strides != list(layer["stride"]):
+        problems.append(f"strides {strides} != PyTorch's {list(layer['stride'])}")
+    if dilations != list(layer["dilation"]):
+        problems.append(f"dilations {dilations} != PyTorch's {list(layer['dilation'])}")
+    if pad is None or want_pad is None or pad != want_pad:
+        problems.append(f"padding {pad_type} {pad} != PyTorch's {padding}")
+    if groups != layer["groups"]:
+        problems.append(f"groups {groups} != {layer['groups']}")
+    if len(shape) != 4 or shape[0] != layer["out_channels"] or shape[1] * groups != layer["in_channels"]:
+        problems.append(f"weight shape {list(shape)} does not map {layer['in_channels']} -> "
+                        f"{layer['out_channels']} channels in {layer['groups']} groups")
+    return problems
 
 
 def _operations(program: Any) -> list[Any]:
