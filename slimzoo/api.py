@@ -468,20 +468,42 @@ def write_pareto_plots(found: AllPlatformsSearch | PlatformSearch, out_dir: Path
 
 def list_platforms(registry_dir: Path | None = None, checkpoint: Path | None = None) -> list[dict[str, Any]]:
     """One row per platform, for ``slimzoo list-platforms``. The latency-table source is for the checkpoint's
-    architecture: a table measured for one network says nothing about another."""
+    architecture: a table measured for one network says nothing about another.
+
+    A user file that replaces a built-in says so (``shadows``: the built-in file), since the replacement is
+    otherwise silent. A platform that ``search`` would refuse for this checkpoint (a measured table it asks for
+    is missing or belongs to another runtime, a budget no configuration meets) is listed with the reason
+    (``problem``) rather than failing the whole listing, so the user sees it here and not later."""
+    from slimzoo.errors import SlimzooError
+    from slimzoo.platforms.registry import BUILTIN_DIR, load_platform_file
+
     registry = load_registry(registry_dir)
     spec = load_checkpoint(checkpoint).spec
+    builtins = {load_platform_file(f).name: f for f in sorted(BUILTIN_DIR.glob("*.toml"))}
     rows = []
     for p in registry.platforms():
         if registry.find_table(p, spec) is not None:
             source = "measured"
         else:
             source = "estimated" if p.latency.source == "estimated" else "missing (run slimzoo profile)"
+        budget: float | None = None
+        problem = ""
+        try:
+            table = registry.latency_table(p, spec)
+            budget = registry.budget_ms(p, spec, table)
+            fastest = table.predict(spec, spec.smallest())
+            if budget < fastest:
+                problem = (f"search will refuse it: its budget {budget:g} ms is below the smallest config's "
+                           f"predicted {fastest:.4g} ms ({p.path})")
+        except SlimzooError as exc:
+            problem = f"search will refuse it: {exc}"
+        shadowed = builtins.get(p.name)
         rows.append({
             "name": p.name, "vendor": p.vendor, "device": p.device, "soc": p.soc, "runtime": p.runtime,
             "market_share": p.market.share, "market_share_assumed": p.market.assumed,
-            "market_source": p.market.source, "latency_budget_ms": registry.budget_ms(p, spec), "budget_rule": p.budget.to_json(),
-            "latency_table": source,
+            "market_source": p.market.source, "latency_budget_ms": budget, "budget_rule": p.budget.to_json(),
+            "latency_table": source, "file": str(p.path),
+            "shadows": str(shadowed) if shadowed is not None and not p.builtin else None, "problem": problem or None,
         })
     return rows
 

@@ -301,9 +301,19 @@ def list_platforms(registry: RegistryOpt = None, checkpoint: CheckpointOpt = Non
         return print_json(rows)
     console.print(table_("Platforms", ["name", "vendor", "device", "SoC", "runtime", "market share", "budget (ms)",
                                       "latency table"],
-                        [[r["name"], r["vendor"], r["device"], r["soc"], r["runtime"],
+                        [[r["name"] + (" *" if r["shadows"] else "") + (" !" if r["problem"] else ""),
+                          r["vendor"], r["device"], r["soc"], r["runtime"],
                           f"{r['market_share']:.1%}" + (" (assumed)" if r["market_share_assumed"] else ""),
-                          f"{r['latency_budget_ms']:g}", r["latency_table"]] for r in rows]))
+                          "-" if r["latency_budget_ms"] is None else f"{r['latency_budget_ms']:g}",
+                          r["latency_table"]] for r in rows]))
+    for r in rows:
+        if r["shadows"]:
+            console.print(f"* {r['name']}: your file {r['file']} replaces the built-in {r['shadows']}",
+                          highlight=False, soft_wrap=True)
+    for r in rows:
+        if r["problem"]:
+            err_console.print(f"[yellow]! {r['name']}:[/] {r['problem']}", highlight=False, soft_wrap=True)
+    return None
 
 
 def _config_rows(config: dict[str, int]) -> str:

@@ -95,3 +95,32 @@ def test_malformed_user_platform_file_names_path_and_field(tmp_path: Path) -> No
     (tmp_path / "mydevice.toml").write_text('name = "mydevice"\nvendor = 3\n')
     proc = slimzoo("list-platforms", "--registry", str(tmp_path))
     assert_one_line_error(proc, 2, "mydevice.toml")
+
+
+def test_list_platforms_says_what_a_user_file_shadows_and_what_search_will_refuse(tmp_path: Path) -> None:
+    """A user file named like a built-in replaces it: list-platforms says so. A user file that search would
+    refuse (it asks for a measured table that does not exist) is flagged with search's own reason, and the
+    listing still shows every other platform."""
+    import re
+
+    from slimzoo.platforms.registry import BUILTIN_DIR
+
+    (tmp_path / "pixel5.toml").write_text((BUILTIN_DIR / "pixel5.toml").read_text())
+    lab = (BUILTIN_DIR / "galaxy-s21.toml").read_text().replace('name = "galaxy-s21"', 'name = "labphone"')
+    lab = re.sub(r'(?m)^source = "estimated"$', 'source = "measured"', lab)
+    assert 'source = "measured"' in lab
+    (tmp_path / "labphone.toml").write_text(lab)
+    proc = slimzoo("list-platforms", "--registry", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["pixel5"]["shadows"] == str(BUILTIN_DIR / "pixel5.toml")
+    assert rows["pixel5"]["file"] == str(tmp_path / "pixel5.toml") and rows["pixel5"]["problem"] is None
+    assert rows["iphone12"]["shadows"] is None and rows["labphone"]["shadows"] is None
+    assert rows["labphone"]["problem"].startswith("search will refuse it: no measured latency table for labphone")
+    assert rows["labphone"]["latency_budget_ms"] is None and rows["iphone12"]["latency_budget_ms"] > 0
+    proc = slimzoo("list-platforms", "--registry", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"pixel5: your file {tmp_path / 'pixel5.toml'} replaces the built-in" in " ".join(proc.stdout.split())
+    assert "labphone: search will refuse it" in " ".join(proc.stderr.split())
+    search = slimzoo("search", "--platform", "labphone", "--registry", str(tmp_path))
+    assert_one_line_error(search, 2, "no measured latency table for labphone")
