@@ -410,3 +410,29 @@ def test_measure_network_runs_the_whole_spec() -> None:
     small = measure_network(TINY, TINY.smallest(), repeats=20, warmup=3)
     large = measure_network(TINY, TINY.largest(), repeats=20, warmup=3)
     assert 0 < small < large
+
+
+def test_builtin_facts_are_cited_from_the_repository() -> None:
+    """The built-in files and the platform docs cite their facts in docs/, which ships with the repository (not
+    a folder outside it), and the cited page holds each file's calibration point and market share."""
+    import re
+    import tomllib
+
+    root = BUILTIN_DIR.parents[2]
+    facts = root / "docs" / "device-facts.md"
+    cited: set[str] = set()
+    for path in [*sorted(BUILTIN_DIR.glob("*.toml")), root / "docs" / "platforms.md"]:
+        text = path.read_text()
+        assert "shared/" not in text, f"{path} cites a file outside the repository"
+        cited |= set(re.findall(r"docs/[\w./-]+\.md", text))
+    assert "docs/device-facts.md" in cited and all((root / c).is_file() for c in cited), cited
+    page = facts.read_text()
+    for path in sorted(BUILTIN_DIR.glob("*.toml")):
+        data = tomllib.loads(path.read_text())
+        ms = data["latency"].get("calibration_ms")
+        if ms is not None:
+            assert re.search(rf"\b{re.escape(f'{ms:g}')} (ms|/)", page), \
+                f"{path.name}: calibration point {ms} ms not in {facts}"
+        share = data["market"]["share"]
+        if share and not data["market"]["assumed"]:
+            assert f"{share:.1%}" in page, f"{path.name}: market share {share:.1%} not in {facts}"
