@@ -36,18 +36,29 @@ def _inputs(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_onnx_export_matches_pytorch_and_is_one_file(sliced: nn.Module, tmp_path: Path) -> None:
+    """A trained sub-network (the digits checkpoint at x0.5) scored on real validation images with their real
+    labels: the exported model's accuracy is PyTorch's, and far above chance. (Labels taken from the model's own
+    predictions would make any accuracy check pass by construction.)"""
+    from slimzoo.zoo.checkpoint import load_checkpoint
+    from slimzoo.zoo.data import load_dataset
+    from slimzoo.zoo.slicing import slice_supernet
+
     path = tmp_path / "m.onnx"
     x = _inputs(8)
-    labels = sliced(torch.from_numpy(x)).argmax(1).numpy()
-    report = export_validated(OnnxExporter(), sliced, torch.from_numpy(x[:1]), path,
-                              ExportOptions(metadata={"slimzoo.platform": "pixel5"}), x, x, labels)
+    digits = load_dataset("digits", input_size=32)
+    ck = load_checkpoint(None)
+    trained = slice_supernet(ck.build_supernet(), ck.spec.uniform(0.5), digits.calibration_batches(n_batches=2))
+    val_x, val_y = digits.val_x.numpy(), digits.val_y.numpy()
+    report = export_validated(OnnxExporter(), trained, torch.from_numpy(x[:1]), path,
+                              ExportOptions(metadata={"slimzoo.platform": "pixel5"}), x, val_x, val_y)
     assert report.numerics_run and report.max_abs_diff <= 1e-4 and report.top1_agreement == 1.0
+    assert report.n_val == len(val_y) and report.accuracy_exported == report.accuracy_reference > 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no .onnx.data, no temp file
     model = onnx.load(str(path))
     assert {p.key: p.value for p in model.metadata_props}["slimzoo.platform"] == "pixel5"
     # real channels removed: the first conv's weight has the sliced shape
     conv_weights = [i for i in model.graph.initializer if len(i.dims) == 4]
-    assert conv_weights[0].dims[0] == sliced.stem.conv.out_channels
+    assert conv_weights[0].dims[0] == trained.stem.conv.out_channels
 
 
 class CorruptingOnnxExporter(OnnxExporter):
