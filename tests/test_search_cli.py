@@ -375,3 +375,22 @@ def test_quick_path_takes_only_what_it_understands() -> None:
                  ["search", "--problem"], ["search", "--budget", "2"], ["search", "--problem", "a", "--problem", "b"],
                  ["search", "--json=1", "--problem", "p"], ["list-platforms"], [], ["search", "--problem", ""]):
         assert quick_search_args(argv) is None, argv
+
+
+def test_time_limit_and_milp_solver_from_the_command_line(tmp_path: Path) -> None:
+    """--solver milp proves the same optimum; --time-limit on a hard knapsack answers quickly with a gap (or a
+    proof), and is refused outside --problem."""
+    from slimzoo.search.synthetic import knapsack_problem
+
+    easy = random_problem(4, 10, 4, "tree", budget_fraction=0.3).save(tmp_path / "easy.json")
+    exact = json.loads(run("search", "--problem", str(easy), "--json").stdout)
+    milp = json.loads(run("search", "--problem", str(easy), "--solver", "milp", "--json").stdout)
+    assert milp["optimal"] is True and close(milp["loss_proxy"], exact["loss_proxy"])
+    hard = knapsack_problem(0, 40, 12).save(tmp_path / "hard.json")
+    out = json.loads(run("search", "--problem", str(hard), "--time-limit", "0.2", "--json").stdout)
+    assert out["lower_bound"] <= out["loss_proxy"] and out["gap"] == pytest.approx(
+        out["loss_proxy"] - out["lower_bound"], abs=1e-12)
+    assert out["optimal"] or out["gap"] > 0
+    assert_one_line_error(run("search", "--problem", str(easy), "--time-limit", "soon"), 2, "--time-limit")
+    assert_one_line_error(run("search", "--platform", "pixel5", "--time-limit", "1"), 2,
+                          "--time-limit applies to --problem only")
