@@ -207,21 +207,8 @@ def duplicate_notes(configs: dict[str, WidthConfig]) -> list[str]:
 
 def build_problem(spec: ArchSpec, table: LatencyTable, proxy: dict[str, np.ndarray], budget: float | None,
                   meta: dict[str, Any] | None = None) -> SearchProblem:
-    """The MRF search problem of ``spec`` on one platform: unary = loss proxy, factors = the table's layer terms."""
-    offset, layer_factors = table.factors(spec)
-    index = {name: i for i, name in enumerate(spec.variable_names)}
-    factors = [LatencyFactor(tuple(index[v] for v in variables), np.asarray(term, dtype=np.float64), layer.name)
-               for layer, (variables, term) in zip(spec.layers, layer_factors)]
-    return SearchProblem(
-        names=spec.variable_names,
-        choices=[list(v.choices) for v in spec.variables],
-        unary=[proxy[name] for name in spec.variable_names],
-        factors=factors,
-        offset=float(offset),
-        budget=budget,
-        meta={"unit": "ms", "platform": table.platform, "latency_table_source": table.source,
-              "arch_key": table.arch_key, **(meta or {})},
-    )
+    """The MRF search problem of ``spec`` on one platform (:meth:`LatencyTable.problem`)."""
+    return table.problem(spec, proxy, budget, meta)
 
 
 def uniform_baseline(spec: ArchSpec, problem: SearchProblem, budget: float) -> dict[str, Any] | None:

@@ -60,7 +60,7 @@ def test_builtin_loads_with_all_fields(registry: Registry, name: str) -> None:
     assert p.vendor and p.device and p.soc
     assert p.runtime in ("coreml", "tflite", "onnxruntime")
     assert 0.0 <= p.market.share <= 1.0 and p.market.source and p.market.date
-    assert p.budget.fraction is not None and 0 < p.budget.fraction < 1  # built-ins: relative budgets
+    assert p.budget.position is not None and 0 < p.budget.position < 1  # built-ins: relative budgets
     assert p.latency.source == "estimated" and p.latency.calibration
     assert (p.latency.calibration_ms is None) != (p.latency.assumed_gmacs_per_s is None)
     for fact in p.specs.facts().values():
@@ -95,13 +95,15 @@ def test_unknown_platform_suggests_nearest(registry: Registry) -> None:
         (lambda t: t.replace('runtime = "tflite"\n', ""), "runtime"),  # missing field
         (lambda t: t.replace('runtime = "tflite"', 'runtime = "tensorrt"'), "runtime"),
         (lambda t: t.replace("share = 0.232", "share = 1.5"), "market.share"),
-        (lambda t: t.replace("latency_budget_fraction = 0.75", "latency_budget_ms = -1.0"), "latency_budget_ms"),
-        (lambda t: t.replace("latency_budget_fraction = 0.75", "latency_budget_ms = 0"), "latency_budget_ms"),
-        (lambda t: t.replace("latency_budget_fraction = 0.75", 'latency_budget_ms = "fast"'), "latency_budget_ms"),
-        (lambda t: t.replace("latency_budget_fraction = 0.75", "latency_budget_fraction = 1.5"),
-         "latency_budget_fraction"),
-        (lambda t: t.replace("latency_budget_fraction = 0.75", "latency_budget_fps = 0"), "latency_budget_fps"),
-        (lambda t: t.replace("latency_budget_fraction = 0.75", ""), "latency_budget_fraction"),  # no budget at all
+        (lambda t: t.replace("latency_budget_position = 0.34", "latency_budget_ms = -1.0"), "latency_budget_ms"),
+        (lambda t: t.replace("latency_budget_position = 0.34", "latency_budget_ms = 0"), "latency_budget_ms"),
+        (lambda t: t.replace("latency_budget_position = 0.34", 'latency_budget_ms = "fast"'), "latency_budget_ms"),
+        (lambda t: t.replace("latency_budget_position = 0.34", "latency_budget_position = 1.5"),
+         "latency_budget_position"),
+        (lambda t: t.replace("latency_budget_position = 0.34", "latency_budget_position = -0.1"),
+         "latency_budget_position"),
+        (lambda t: t.replace("latency_budget_position = 0.34", "latency_budget_fps = 0"), "latency_budget_fps"),
+        (lambda t: t.replace("latency_budget_position = 0.34", ""), "latency_budget_position"),  # no budget at all
         (lambda t: t.replace("assumed = false", "assumed = 0"), "market.assumed"),
         (lambda t: t.replace('name = "galaxy-s21"', 'name = "../escape"'), "name"),
         (lambda t: t.replace('confidence = "verified" }', 'confidence = "sure" }', 1), "specs.cpu.confidence"),
@@ -351,24 +353,35 @@ def test_budget_strictly_between_smallest_and_largest(registry: Registry, name: 
 
 
 def test_budget_rule_tightest_wins_and_scales_with_the_table(tmp_path: Path) -> None:
-    text = _base_toml().replace("latency_budget_fraction = 0.75", "latency_budget_fraction = 0.5\n"
+    text = _base_toml().replace("latency_budget_position = 0.34", "latency_budget_position = 0.5\n"
                                 "latency_budget_fps = 4000\nlatency_budget_ms = 0.3")
     (tmp_path / "mine.toml").write_text(text.replace('name = "galaxy-s21"', 'name = "mine"'))
     registry = load_registry(tmp_path)
     plat = registry.get("mine")
     table = registry.latency_table(plat, FASHION)
-    full = table.predict(FASHION, FASHION.largest())
-    assert plat.budget.candidates(full) == pytest.approx(
-        {"latency_budget_fraction": 0.5 * full, "latency_budget_fps": 0.25, "latency_budget_ms": 0.3})
-    assert registry.budget_ms(plat, FASHION) == pytest.approx(min(0.5 * full, 0.25, 0.3))
-    # the fraction follows the network: a wider spec has a slower largest config and so a larger budget
+    fast, full = table.fastest(FASHION), table.predict(FASHION, FASHION.largest())
+    assert fast <= table.predict(FASHION, FASHION.smallest()) < full
+    middle = fast + 0.5 * (full - fast)
+    assert plat.budget.candidates(fast, full) == pytest.approx(
+        {"latency_budget_position": middle, "latency_budget_fps": 0.25, "latency_budget_ms": 0.3})
+    assert registry.budget_ms(plat, FASHION) == pytest.approx(min(middle, 0.25, 0.3))
+    # the position follows the network: a bigger input has slower configs and so a larger budget
     wide = mobilenetv2_spec(input_size=56, in_channels=1, num_classes=10, stem_stride=2)
-    only_fraction = text.replace("latency_budget_fps = 4000\nlatency_budget_ms = 0.3", "")
-    (tmp_path / "mine.toml").write_text(only_fraction.replace('name = "galaxy-s21"', 'name = "mine"'))
+    only_position = text.replace("latency_budget_fps = 4000\nlatency_budget_ms = 0.3", "")
+    (tmp_path / "mine.toml").write_text(only_position.replace('name = "galaxy-s21"', 'name = "mine"'))
     alone = load_registry(tmp_path)
-    wide_full = alone.latency_table("mine", wide).predict(wide, wide.largest())
-    assert alone.budget_ms("mine", wide) == pytest.approx(0.5 * wide_full)
+    wide_table = alone.latency_table("mine", wide)
+    expected = wide_table.fastest(wide) + 0.5 * (wide_table.predict(wide, wide.largest()) - wide_table.fastest(wide))
+    assert alone.budget_ms("mine", wide) == pytest.approx(expected)
     assert alone.budget_ms("mine", wide) > alone.budget_ms("mine", FASHION)
+
+
+def test_relative_budget_is_feasible_even_for_a_tiny_overhead_bound_net(registry: Registry) -> None:
+    """A 16x16 quarter-width net is mostly per-layer overhead: every built-in budget still lies in its range."""
+    tiny = mobilenetv2_spec(input_size=16, in_channels=1, num_classes=10, width_mult=0.25, multipliers=(0.5, 1.0))
+    for name in BUILTINS:
+        table = registry.latency_table(name, tiny)
+        assert table.fastest(tiny) < registry.budget_ms(name, tiny) < table.predict(tiny, tiny.largest())
 
 
 # -- profiling ----------------------------------------------------------------------------------------------

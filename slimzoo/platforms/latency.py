@@ -113,6 +113,34 @@ class LatencyTable:
             total += float(self.terms[layer.name][tuple(index[v] for v in layer.variables)])
         return total
 
+    def problem(self, spec: ArchSpec, unary: Mapping[str, np.ndarray] | None = None, budget: float | None = None,
+                meta: Mapping[str, Any] | None = None) -> Any:
+        """The MRF search problem of ``spec`` on this table: unary terms (the search objective; zeros when None)
+        plus one latency factor per layer. The one place a table becomes a :class:`slimzoo.search.SearchProblem`."""
+        from slimzoo.search import LatencyFactor, SearchProblem
+
+        offset, layer_factors = self.factors(spec)
+        index = {name: i for i, name in enumerate(spec.variable_names)}
+        factors = [LatencyFactor(tuple(index[v] for v in variables), np.asarray(term, dtype=np.float64), layer.name)
+                   for layer, (variables, term) in zip(spec.layers, layer_factors)]
+        return SearchProblem(
+            names=spec.variable_names,
+            choices=[list(v.choices) for v in spec.variables],
+            unary=[np.asarray(unary[v.name], dtype=np.float64) if unary is not None else np.zeros(len(v.choices))
+                   for v in spec.variables],
+            factors=factors,
+            offset=float(offset),
+            budget=budget,
+            meta={"unit": "ms", "platform": self.platform, "latency_table_source": self.source,
+                  "arch_key": self.arch_key, **(meta or {})},
+        )
+
+    def fastest(self, spec: ArchSpec) -> float:
+        """The lowest latency any width config of ``spec`` reaches on this table (exact, by the tree DP)."""
+        from slimzoo.search import min_latency
+
+        return float(min_latency(self.problem(spec)).latency)
+
     def prior_table(self) -> LatencyTable | None:
         """The per-layer measurement this table was fitted from, as a table of its own (None if not fitted)."""
         if self.prior is None:

@@ -129,37 +129,40 @@ class BudgetRule:
     """A platform's latency budget, absolute or relative to its own latency table.
 
     A millisecond budget means little for another network or input size, so a platform may instead give a
-    frame rate (``fps``: 1000 / fps ms) or a ``fraction`` of the largest configuration's latency on the platform's
-    own table (measured or estimated), which scales with whatever checkpoint is searched. A file may give several:
-    every one must hold, so the tightest wins.
+    ``position`` between the fastest and the largest configuration's latency on its own table (measured or
+    estimated): 0 is the fastest any config reaches, 1 the largest config. It scales with whatever checkpoint is
+    searched, and any position in [0, 1) is feasible and binds, even for a small network whose latency is mostly
+    fixed per-layer cost (where a plain fraction of the largest config's latency can fall below the fastest).
+    ``fps`` (1000 / fps ms) and ``ms`` are absolute. A file may give several: every one must hold, so the tightest
+    wins.
     """
 
     ms: float | None = None
     fps: float | None = None
-    fraction: float | None = None
+    position: float | None = None
 
-    def candidates(self, full_width_ms: float) -> dict[str, float]:
+    def candidates(self, fastest_ms: float, largest_ms: float) -> dict[str, float]:
         out = {}
         if self.ms is not None:
             out["latency_budget_ms"] = self.ms
         if self.fps is not None:
             out["latency_budget_fps"] = 1000.0 / self.fps
-        if self.fraction is not None:
-            out["latency_budget_fraction"] = self.fraction * full_width_ms
+        if self.position is not None:
+            out["latency_budget_position"] = fastest_ms + self.position * (largest_ms - fastest_ms)
         return out
 
-    def resolve(self, full_width_ms: float) -> float:
-        """The budget in ms for a network whose largest configuration takes ``full_width_ms`` on this platform."""
-        return min(self.candidates(full_width_ms).values())
+    def resolve(self, fastest_ms: float, largest_ms: float) -> float:
+        """The budget in ms for a network whose configs span ``fastest_ms`` .. ``largest_ms`` on this platform."""
+        return min(self.candidates(fastest_ms, largest_ms).values())
 
     @property
     def relative(self) -> bool:
-        return self.fraction is not None
+        return self.position is not None
 
     def describe(self) -> str:
         parts = []
-        if self.fraction is not None:
-            parts.append(f"{self.fraction:g} x largest config")
+        if self.position is not None:
+            parts.append(f"{self.position:g} of the way from the fastest to the largest config")
         if self.fps is not None:
             parts.append(f"{self.fps:g} fps")
         if self.ms is not None:
@@ -167,7 +170,7 @@ class BudgetRule:
         return " and ".join(parts) + (" (tightest wins)" if len(parts) > 1 else "")
 
     def to_json(self) -> dict[str, float]:
-        return {k: v for k, v in (("ms", self.ms), ("fps", self.fps), ("fraction", self.fraction)) if v is not None}
+        return {k: v for k, v in (("ms", self.ms), ("fps", self.fps), ("position", self.position)) if v is not None}
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ def host_cpu_facts() -> dict[str, Any]:
 
 
 # -- TOML reading -------------------------------------------------------------------------------------------
-_BUDGET_KEYS = ("latency_budget_ms", "latency_budget_fps", "latency_budget_fraction")
+_BUDGET_KEYS = ("latency_budget_ms", "latency_budget_fps", "latency_budget_position")
 _TOP = {"name", "vendor", "device", "soc", "runtime", *_BUDGET_KEYS, "this_machine", "specs", "market", "latency"}
 _SPECS = {"cpu", "big_cores", "peak_fp32_gflops", "memory_bandwidth_gbps", "sources"}
 _MARKET = {"share", "source", "date", "assumed"}
@@ -320,14 +323,15 @@ def load_platform_file(path: Path) -> Platform:
     if runtime not in RUNTIMES:
         raise r.error("runtime", f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}{suggest(runtime, RUNTIMES)}")
     if not any(key in data for key in _BUDGET_KEYS):
-        raise r.error("latency_budget_fraction", "is missing (give a budget: latency_budget_fraction of the "
-                      "largest config's latency, latency_budget_fps or latency_budget_ms)")
-    fraction = r.positive(data, "latency_budget_fraction", "", default=None)
-    if fraction is not None and fraction > 1:
-        raise r.error("latency_budget_fraction", f"must be in (0, 1] (a fraction of the largest config's latency), "
-                      f"got {fraction!r}")
+        raise r.error("latency_budget_position", "is missing (give a budget: latency_budget_position between the "
+                      "fastest (0) and the largest (1) config, latency_budget_fps or latency_budget_ms)")
+    position = r.get(data, "latency_budget_position", (int, float), "", default=None)
+    if position is not None and not 0 <= position <= 1:
+        raise r.error("latency_budget_position", f"must be in [0, 1] (0: the fastest config's latency, 1: the "
+                      f"largest's), got {position!r}")
     budget = BudgetRule(ms=r.positive(data, "latency_budget_ms", "", default=None),
-                        fps=r.positive(data, "latency_budget_fps", "", default=None), fraction=fraction)
+                        fps=r.positive(data, "latency_budget_fps", "", default=None),
+                        position=None if position is None else float(position))
     this_machine = r.get(data, "this_machine", bool, default=False)
 
     specs_raw = r.section(data, "specs")
@@ -497,9 +501,9 @@ class Registry:
         """``platform``'s budget for ``spec``, in ms: its :class:`BudgetRule` resolved on its latency table."""
         plat = platform if isinstance(platform, Platform) else self.get(platform)
         if not plat.budget.relative:
-            return plat.budget.resolve(float("inf"))
+            return plat.budget.resolve(float("inf"), float("inf"))
         table = table if table is not None else self.latency_table(plat, spec)
-        return plat.budget.resolve(table.predict(spec, spec.largest()))
+        return plat.budget.resolve(table.fastest(spec), table.predict(spec, spec.largest()))
 
 
 def canonical_runtime(runtime: str) -> str:
