@@ -150,3 +150,14 @@ def test_fit_accuracy_command_measures_fits_and_stores(checkpoint_copy: Path, tm
 def test_fit_accuracy_refuses_too_few_configs(checkpoint_copy: Path) -> None:
     result = CliRunner().invoke(app, ["fit-accuracy", "--checkpoint", str(checkpoint_copy), "--configs", "3"])
     assert result.exit_code == 2 and not accuracy_model_path(checkpoint_copy).exists()
+
+
+def test_noise_ceiling_is_what_binomial_noise_allows() -> None:
+    from slimzoo.zoo.accuracy import noise_ceiling
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.83, 0.87, 4000)
+    measured = rng.binomial(5000, truth) / 5000
+    ceiling = noise_ceiling(measured, 5000)
+    assert abs(ceiling - np.corrcoef(truth, measured)[0, 1]) < 0.02  # the correlation a perfect model can reach
+    assert noise_ceiling(measured, 10**9) > 0.999 and np.isnan(noise_ceiling([0.5, 0.5], 100))

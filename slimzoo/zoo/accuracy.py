@@ -283,7 +283,9 @@ def fit_accuracy_model(supernet: Any, data: Any, spec: ArchSpec, checkpoint_sha2
     proxy_sum = np.array([sum(float(proxy[v.name][v.choices.index(c[v.name])]) for v in spec.variables)
                           for c in test_rows])
     acc_held = 1 - error[held] / 100
-    fitted = {**rank_figures(predicted, acc_held), "mae_points": float(np.mean(np.abs(predicted - error[held])))}
+    fitted = {**rank_figures(predicted, acc_held), "mae_points": float(np.mean(np.abs(predicted - error[held]))),
+              "spearman_vs_val_loss": rank_figures(predicted, [-m.loss for m, h in zip(measured, held) if h])[
+                  "spearman"]}
     proxy_fig = {**rank_figures(proxy_sum, acc_held), "mae_points": None}
     final = AdditiveAccuracyModel(monotone=model.monotone_, alpha=model.alpha_).fit(spec, configs, error, seed)
     final.cv_mae_ = model.cv_mae_
@@ -291,6 +293,7 @@ def fit_accuracy_model(supernet: Any, data: Any, spec: ArchSpec, checkpoint_sha2
         "configs": len(measured), "fit": int((~held).sum()), "held_out": int(held.sum()),
         "split": data.split_info("val"), "seed": seed, "sampler": "width position u~U(0,1), +-2 choice steps",
         "held_out_figures": {"fitted": _rounded(fitted), "training_proxy": _rounded(proxy_fig)},
+        "noise_ceiling": round(noise_ceiling([m.accuracy for m in measured], len(data.val_x)), 4),
         "measured_accuracy_range": [round(float(min(m.accuracy for m in measured)), 4),
                                     round(float(max(m.accuracy for m in measured)), 4)],
         "chosen": {"monotone": model.monotone_, "alpha": model.alpha_}, "cv_mae_points": model.cv_mae_,
@@ -301,6 +304,16 @@ def fit_accuracy_model(supernet: Any, data: Any, spec: ArchSpec, checkpoint_sha2
                          for m, h, p in zip(measured, held, before_refit)],
     }
     return StoredAccuracyModel(spec.key(), checkpoint_sha256, final, report)
+
+
+def noise_ceiling(accuracy: Sequence[float], images: int) -> float:
+    """The correlation a perfect predictor could reach against accuracies measured on ``images`` images: each is a
+    binomial estimate (variance a(1-a)/n), so sqrt(1 - noise variance / measured variance). A rank correlation near
+    it means the model is as good as the measurements can show."""
+    acc = np.asarray(accuracy, dtype=np.float64)
+    total = float(acc.var())
+    noise = float(np.mean(acc * (1 - acc) / max(1, images)))
+    return math.sqrt(max(0.0, 1 - noise / total)) if total > 0 else float("nan")
 
 
 def _rounded(figures: Mapping[str, float | None]) -> dict[str, float | None]:
