@@ -1,6 +1,6 @@
 """The headline figure: test-split top-1 of each platform's exported ONNX model, by how its width config was chosen.
 
-    python benchmarks/bench_accuracy_at_budget.py [--random 50] [--pool 240] [--threads 2] [--json F] [--plot F]
+    python benchmarks/bench_accuracy_at_budget.py [--random 50] [--pool 150] [--threads 2] [--json F] [--plot F]
 
 For every built-in platform, at its own budget, on the shipped checkpoint (or ``--checkpoint``):
   (a) exact search on the fitted accuracy model (the checkpoint's ``.accuracy.json``),
@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--random", type=int, default=50, help="random feasible configs per platform, for (e)")
-    parser.add_argument("--pool", type=int, default=240, help="random configs measured once on the val split")
+    parser.add_argument("--pool", type=int, default=150, help="random configs measured once on the val split")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
