@@ -122,6 +122,20 @@ def test_tampered_or_foreign_model_is_refused_in_one_line(checkpoint_copy: Path,
     assert result.exit_code == 2 and len([x for x in result.output.splitlines() if x.strip()]) == 1
 
 
+def test_auto_follows_the_measured_objective_check(checkpoint_copy: Path) -> None:
+    """fit-accuracy measures both objectives' optima on the validation split; auto follows the better one, and
+    an explicit --objective still wins."""
+    ck = load_checkpoint(checkpoint_copy)
+    stored = stored_for(checkpoint_copy)
+    stored.report["objective_check"] = {"preferred": "proxy", "mean_val_accuracy": {"fitted": 0.84, "proxy": 0.86}}
+    stored.save(accuracy_model_path(checkpoint_copy))
+    assert search_objective(ck)[0] == "proxy"
+    assert search_objective(ck, "fitted")[0] == "fitted"
+    stored.report["objective_check"]["preferred"] = "fitted"
+    stored.save(accuracy_model_path(checkpoint_copy))
+    assert search_objective(ck)[0] == "fitted"
+
+
 def test_fitted_objective_without_a_model_says_how_to_make_one(checkpoint_copy: Path) -> None:
     with pytest.raises(CheckpointError, match="fit-accuracy"):
         search_objective(load_checkpoint(checkpoint_copy), "fitted")
@@ -144,7 +158,11 @@ def test_fit_accuracy_command_measures_fits_and_stores(checkpoint_copy: Path, tm
     stored = load_accuracy_model(accuracy_model_path(checkpoint_copy), ck.spec, ck.sha256)
     rows = stored.report["measurements"]
     assert len(rows) == 8 and all(0.5 < r["val_accuracy"] <= 1 for r in rows)  # digits: every width is good
-    assert search_objective(ck)[0] == "fitted"
+    check = stored.report["objective_check"]
+    assert set(check["platforms"]) == {"galaxy-s21", "host-cpu", "iphone12", "lg-velvet", "moto-g-power", "pixel5"}
+    means = check["mean_val_accuracy"]
+    assert check["preferred"] == ("proxy" if means["proxy"] > means["fitted"] else "fitted")
+    assert search_objective(ck)[0] == check["preferred"]
 
 
 def test_fit_accuracy_refuses_too_few_configs(checkpoint_copy: Path) -> None:

@@ -328,8 +328,10 @@ OBJECTIVES = {
 
 
 def search_objective(checkpoint: Any, objective: str = "auto") -> tuple[str, dict[str, np.ndarray]]:
-    """(name, unary terms per variable) of the objective the search minimises for ``checkpoint``: its fitted
-    accuracy model when one is stored beside it (``auto``), else the training-time loss proxy."""
+    """(name, unary terms per variable) of the objective the search minimises for ``checkpoint``. ``auto``: the
+    fitted accuracy model when one is stored beside it and its exact optima measured at least as well as the
+    proxy's on the validation split (``report.objective_check``, written by fit-accuracy), else the training-time
+    loss proxy. A stored model is verified (integrity, checkpoint) whichever is returned."""
     from slimzoo.errors import suggest
     from slimzoo.zoo.checkpoint import loss_proxy_arrays
 
@@ -339,7 +341,9 @@ def search_objective(checkpoint: Any, objective: str = "auto") -> tuple[str, dic
     path = accuracy_model_path(checkpoint.path) if checkpoint.path is not None else None
     if objective in ("auto", "fitted") and path is not None and path.is_file():
         stored = load_accuracy_model(path, checkpoint.spec, checkpoint.sha256)
-        return "fitted", stored.model.unary()
+        # auto follows what fit-accuracy measured: whose exact optima scored better on the validation split
+        if objective == "fitted" or stored.report.get("objective_check", {}).get("preferred", "fitted") == "fitted":
+            return "fitted", stored.model.unary()
     if objective == "fitted":
         raise CheckpointError(f"{checkpoint.path}: no accuracy model beside it (expected {path}); run slimzoo "
                               f"fit-accuracy first")
