@@ -477,7 +477,8 @@ def export(
         psnr = f", logits PSNR {val['psnr_db']:.1f} dB" if val.get("psnr_db") is not None else ""
         rows += [["max |diff| vs PyTorch", f"{val['max_abs_diff']:.2e} ({atol}){psnr}"]]
         if val["top1_agreement"] is not None:
-            rows += [["top-1 agreement", f"{val['top1_agreement']:.2%} of {val['n_val']} validation images "
+            rows += [["top-1 agreement", f"{val['top1_agreement']:.2%} of {val['n_val']} "
+                                         f"{side['accuracy_split']['split']}-split images "
                                          f"(need {val['min_top1_agreement']:.0%})"],
                      [f"accuracy ({side['accuracy_split']['split']} split)",
                       f"{val['accuracy_exported']:.2%} of {side['accuracy_split']['images']:,} images"
