@@ -24,7 +24,7 @@ from slimzoo import api
 from slimzoo.exporters.base import ExportOptions, export_validated
 from slimzoo.exporters.onnx import OnnxExporter
 from slimzoo.platforms import load_registry
-from slimzoo.platforms.profile import time_onnx_file
+from slimzoo.platforms.timing import time_onnx_file
 from slimzoo.zoo.checkpoint import load_checkpoint
 from slimzoo.zoo.data import load_dataset
 from slimzoo.zoo.slicing import slice_supernet

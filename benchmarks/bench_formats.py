@@ -19,47 +19,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from slimzoo import api
-from slimzoo.exporters.base import get_exporter, quiet
+from slimzoo.exporters.base import get_exporter
 from slimzoo.platforms import load_registry
-from slimzoo.platforms.profile import time_onnx_file
+from slimzoo.platforms.timing import median_iqr, time_file_runs
 
 FORMATS = ("onnx", "coreml", "tflite")
 
 
-def time_tflite_file(path: Path, threads: int = 1, repeats: int = 200, warmup: int = 20,
-                     seed: int = 0) -> tuple[float, float]:
-    """(median, IQR) in ms of a ``.tflite`` model at batch 1 with the LiteRT interpreter: the input is set once
-    (as ONNX Runtime's timing binds it once), then ``invoke()`` is timed ``repeats`` times after ``warmup``."""
-    with quiet():
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-        rng = np.random.default_rng(seed)
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], rng.standard_normal(detail["shape"]).astype(detail["dtype"]))
-        for _ in range(warmup):
-            interpreter.invoke()
-    times = np.empty(repeats, dtype=np.float64)
-    clock = time.perf_counter_ns
-    for i in range(repeats):
-        start = clock()
-        interpreter.invoke()
-        times[i] = (clock() - start) / 1e6
-    q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return float(median), float(q3 - q1)
-
-
 def host_latency(fmt: str, path: Path, threads: int, repeats: int) -> tuple[float, float] | None:
-    if fmt == "onnx":
-        return time_onnx_file(path, threads=threads, repeats=repeats)
-    if fmt == "tflite":
-        return time_tflite_file(path, threads=threads, repeats=repeats)
+    if fmt in ("onnx", "tflite"):  # ONNX Runtime / the LiteRT interpreter, timed as the profiler times networks
+        return median_iqr(time_file_runs(path, threads, repeats, warmup=20, seed=0))
     return None  # Core ML: prediction needs macOS
 
 

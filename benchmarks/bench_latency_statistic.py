@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from slimzoo.platforms import profile
+from slimzoo.platforms.timing import open_backend
 from slimzoo.zoo.mobilenetv2_spec import mobilenetv2_spec
 
 ROUNDS, RUNS, WARMUP, NETWORKS = 10, 120, 10, 8
@@ -28,7 +28,7 @@ def main() -> None:
     spec = mobilenetv2_spec(input_size=28, in_channels=1, num_classes=10, stem_stride=2)
     rng = random.Random(0)
     configs = [spec.random(rng) for _ in range(NETWORKS)]
-    backend = profile._backend("onnxruntime", 1, np.random.default_rng(0), True)
+    backend = open_backend("onnxruntime", 1, np.random.default_rng(0), True)
     runs: list[list[np.ndarray]] = [[] for _ in configs]
     try:
         for r in range(ROUNDS):

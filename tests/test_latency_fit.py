@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 
 from slimzoo.errors import ExportError, LatencyTableError, RegistryError
-from slimzoo.platforms import estimate_table, load_registry
+from slimzoo.platforms import estimate_table, load_registry, timing
 from slimzoo.platforms.fit import FitSettings, TableLayout, accuracy, fit_table, noise_figures, spearman
 from slimzoo.platforms.kit import import_results, kit_id, load_manifest, time_kit, write_kit
 from slimzoo.platforms.latency import LATENCY_STATISTIC, LatencyTable
-from slimzoo.platforms.profile import (litert_available, network_probe, layer_probe, profile_and_fit,
-                                       sample_configs)
+from slimzoo.platforms.probes import layer_probe, network_probe
+from slimzoo.platforms.profile import profile_and_fit, profile_platform, sample_configs
 from slimzoo.platforms.registry import BUILTIN_DIR, load_platform_file
 from slimzoo.platforms.report import build_report, latency_report, write_scatter
+from slimzoo.platforms.timing import litert_available
 from slimzoo.zoo.mobilenetv2_spec import mobilenetv2_spec
 
 TINY = mobilenetv2_spec(input_size=32, in_channels=1, num_classes=10, multipliers=(0.25, 1.0))
@@ -160,11 +161,9 @@ def test_profile_and_fit_records_provenance_and_heldout(tmp_path: Path) -> None:
 
 
 def test_litert_missing_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import slimzoo.platforms.profile as profile
-
-    monkeypatch.setattr(profile, "litert_available", lambda: False)
+    monkeypatch.setattr(timing, "litert_available", lambda: False)
     with pytest.raises(RegistryError, match="runtime 'litert' is not available") as info:
-        profile.profile_platform(TINY, load_registry(tmp_path).get("host-cpu"), repeats=2, runtime="litert")
+        profile_platform(TINY, load_registry(tmp_path).get("host-cpu"), repeats=2, runtime="litert")
     assert "\n" not in str(info.value)
 
 

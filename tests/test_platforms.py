@@ -22,9 +22,9 @@ from slimzoo.platforms import (
     save_measured_table,
     user_registry_dir,
 )
-from slimzoo.platforms.profile import litert_available
 from slimzoo.platforms.registry import BUILTIN_DIR
 from slimzoo.platforms.roofline import calibration_spec
+from slimzoo.platforms.timing import litert_available
 from slimzoo.zoo.mobilenetv2_spec import mobilenetv2_spec
 from slimzoo.zoo.spec import ArchSpec, LayerSpec, WidthVariable
 

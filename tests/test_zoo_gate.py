@@ -112,7 +112,7 @@ def test_gate_passes_clean_zoo(zoo: tuple[Path, dict], tmp_path: Path) -> None:
 def test_gate_measure(zoo: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
     """The measured gate times what runs here, and its verdict follows budget x (1 + tolerance): checked with the
     timer pinned on each side of the limit (a shared CPU's real timings would make the verdict a coin toss)."""
-    import slimzoo.platforms.profile as profile
+    import slimzoo.platforms.timing as timing
 
     out, _ = zoo
     real = api.check_zoo(out, measure=True)
@@ -120,7 +120,7 @@ def test_gate_measure(zoo: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -
     assert 0 < measured < 1000 and set(real.measured) == {"host-cpu/onnx"}  # pixel5's runtime does not run here
     budget = next(m["budget_ms"] for m in read_manifest(out)["models"] if m["platform"] == "host-cpu")
     for factor, verdict in ((1.09, "pass"), (1.11, "fail")):
-        monkeypatch.setattr(profile, "time_onnx_file", lambda *a, f=factor, **k: (budget * f, 0.0))
+        monkeypatch.setattr(timing, "time_onnx_file", lambda *a, f=factor, **k: (budget * f, 0.0))
         report = api.check_zoo(out, measure=True, tolerance=0.10)
         cases = {(c.model, c.gate): c for c in report.cases}
         case = cases[("host-cpu/onnx", "measured-latency")]

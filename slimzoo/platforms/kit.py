@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from slimzoo.errors import ExportError, LatencyTableError, suggest
-from slimzoo.platforms.latency import LatencyTable, layer_cells, layer_grid
-from slimzoo.platforms.profile import (DEFAULT_QUANTILE, LATENCY_STATISTIC, MIN_TERM_MS, _statistic, identity_probe,
-                                       layer_probe, network_probe, repeat_configs, sample_configs, statistic_name)
+from slimzoo.platforms.latency import LATENCY_STATISTIC, LatencyTable, layer_cells, layer_grid
+from slimzoo.platforms.probes import identity_probe, layer_probe, network_probe
+from slimzoo.platforms.profile import MIN_TERM_MS, repeat_configs, sample_configs
 from slimzoo.platforms.registry import Platform, measured_table_path, user_registry_dir
+from slimzoo.platforms.timing import DEFAULT_QUANTILE, litert_available, statistic, statistic_name, time_file_runs
 from slimzoo.zoo.spec import ArchSpec
 
 __all__ = ["KIT_FORMAT", "KIT_FORMATS", "KIT_VERSION", "import_results", "kit_id", "load_manifest", "read_results",
@@ -66,11 +67,8 @@ def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: 
     if FORMAT_RUNTIME[fmt] != platform.runtime:  # its timings could never be imported for this platform
         raise ExportError(f"{platform.name} runs {platform.runtime}: {fmt} probes would time the wrong runtime; "
                           f"use --format {RUNTIME_FORMAT.get(platform.runtime, platform.runtime)}")
-    if fmt == "tflite":
-        from slimzoo.platforms.profile import litert_available
-
-        if not litert_available():
-            raise ExportError("tflite kits need the TFLite schema from ai-edge-litert (pip install ai-edge-litert)")
+    if fmt == "tflite" and not litert_available():
+        raise ExportError("tflite kits need the TFLite schema from ai-edge-litert (pip install ai-edge-litert)")
     out = Path(out)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "manifest.json").is_file())):
         raise ExportError(f"{out}: exists and is not an empty folder or an earlier kit; choose another --out")
@@ -431,7 +429,6 @@ def time_kit(kit: Path, out: Path, threads: int = 1, rounds: int = 3, runs: int 
     orders and write ``probe,ms,round`` rows to ``out``: what the device scripts do, for machines where slimzoo
     runs, and for testing the round trip."""
     from slimzoo.fileio import atomic_path
-    from slimzoo.platforms.profile import _time_file_runs
 
     kit = Path(kit)
     manifest = load_manifest(kit)
@@ -441,8 +438,8 @@ def time_kit(kit: Path, out: Path, threads: int = 1, rounds: int = 3, runs: int 
         order_path = kit / f"order_{(r - 1) % ORDER_FILES + 1}.txt"
         for entry in order_path.read_text(encoding="utf-8").splitlines():
             pid, file = entry.split(" ", 1)
-            times = _time_file_runs(kit / file, threads, runs, warmup, 0)
-            lines.append(f"{pid},{_statistic(times, quantile):.6f},{r}")
+            times = time_file_runs(kit / file, threads, runs, warmup, 0)
+            lines.append(f"{pid},{statistic(times, quantile):.6f},{r}")
             done += 1
             if progress is not None:
                 progress(done, total)

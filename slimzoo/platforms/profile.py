@@ -1,24 +1,8 @@
-"""Measured latency on this machine: per-layer probes, whole networks, and the fitted table built from both.
+"""Profiling this machine: the per-layer table, whole networks, and the fitted table built from both.
 
-Every probe is a model built directly from the spec, never exported from PyTorch: for ONNX Runtime with
-``onnx.helper`` (Conv with bias, Clip(0, 6) for the activation, Add for a residual, ``group = c`` for depthwise,
-GlobalAveragePool + Flatten + Gemm for the classifier), for LiteRT as a TFLite flatbuffer written with the TFLite
-schema (CONV_2D / DEPTHWISE_CONV_2D with fused ReLU6, ADD, MEAN + FULLY_CONNECTED, NHWC). Building graphs by hand
-is what makes the ~2000 probes of the shipped spec take about a minute rather than an hour, and a whole network
-is the same pieces chained, so a layer probe and a network agree on what a layer is.
-
-Two costs of timing a layer alone are removed because a whole network pays them once, not once per layer: the
-fixed cost of every ``run`` (measured with an identity model, subtracted from each cell and kept as the table's
-``offset_ms``), and on x86 the NCHWc layout reorders ONNX Runtime puts at a graph's edges (cut out of each
-optimised cell graph, see :class:`_CellTimer`).
-
-**One statistic: the median.** A latency budget is a promise about the latency a user sees, the typical run,
-so every number slimzoo measures is a median: the per-layer cells and whole networks the table is fitted to (here
-and in a phone kit), ``slimzoo check --measure``, the latency in ``build-log.json`` and every report. The
-statistic is recorded in each table's provenance (``statistic``), and the gate warns about a table fitted to
-another one. (Earlier tables used the 2nd percentile, which is steadier on a loaded machine but is a best case: a
-model placed inside a budget by its p2 latency misses that budget in most runs, and the median-measuring gate then
-fails it.)
+The probes are built by :mod:`slimzoo.platforms.probes` and timed by :mod:`slimzoo.platforms.timing` (one
+statistic, the median; see there). The fixed cost of every ``run`` is paid once by a whole network, not once per
+layer, so it is measured with the identity probe, subtracted from each cell and kept as the table's ``offset_ms``.
 
 **Noise.** On a shared machine the latency of one session measures the other jobs as much as the model (on the
 2-core development VM at load 3-9, session medians of one network varied by 30-50%). So every probe is timed in
@@ -34,33 +18,26 @@ random and uniform width configs (a held-out share never shown to the fit), the 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import random
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from slimzoo.errors import ConfigError, RegistryError
-from slimzoo.platforms.latency import LATENCY_STATISTIC, LatencyTable, layer_cells, layer_grid
+from slimzoo.platforms.latency import LatencyTable, layer_cells, layer_grid
 from slimzoo.platforms.registry import (Platform, canonical_runtime, host_cpu_facts, measured_table_path,
                                         user_registry_dir)
-from slimzoo.zoo.spec import ArchSpec, LayerSpec, WidthConfig
+from slimzoo.platforms.timing import (DEFAULT_QUANTILE, RUNTIMES, Backend, Probe, median_iqr, open_backend, statistic,
+                                      statistic_name)
+from slimzoo.zoo.spec import ArchSpec, WidthConfig
 
-if TYPE_CHECKING:
-    import onnx
-    import onnxruntime
-
-__all__ = ["DEFAULT_QUANTILE", "DEFAULT_REPEATS", "LATENCY_STATISTIC", "DEFAULT_WARMUP", "RUNTIMES", "ProgressCallback",
-           "layer_probe", "measure_network", "measure_networks", "network_probe", "profile_and_fit",
-           "profile_platform", "sample_configs", "save_measured_table", "statistic_name", "time_onnx_file",
-           "time_tflite_file"]
+__all__ = ["DEFAULT_NETWORK_ROUNDS", "DEFAULT_NETWORK_RUNS", "DEFAULT_REPEATS", "DEFAULT_ROUNDS", "DEFAULT_SAMPLES",
+           "DEFAULT_WARMUP", "MIN_TERM_MS", "ProgressCallback", "measure_network", "measure_networks",
+           "profile_and_fit", "profile_platform", "repeat_configs", "sample_configs", "save_measured_table"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -74,630 +51,11 @@ DEFAULT_ROUNDS = 3
 DEFAULT_NETWORK_RUNS = 500
 DEFAULT_NETWORK_ROUNDS = 5
 DEFAULT_SAMPLES = 150
-# The one latency statistic (see the module docstring): None = the median. A percentile (in percent) is accepted
-# by the measuring functions for experiments only; the table records which was used, and the gate warns.
-DEFAULT_QUANTILE: float | None = None
-RUNTIMES = ("onnxruntime", "litert")
-OPSET = 17
-IR_VERSION = 8  # old enough for any onnxruntime that supports opset 17
 MIN_TERM_MS = 1e-4  # a layer never costs less than 0.1 us, even when it times faster than the identity model
 
 
-def statistic_name(quantile: float | None) -> str:
-    """How a probe's runs become one number: ``median`` or ``p<q>`` (a low percentile of the pooled runs)."""
-    return "median" if quantile is None else f"p{quantile:g}"
-
-
-def _statistic(times: np.ndarray, quantile: float | None) -> float:
-    return float(np.median(times) if quantile is None else np.percentile(times, quantile))
-
-
-# -- ONNX probes ----------------------------------------------------------------------------------------------
-@dataclass
-class _Graph:
-    """Accumulates nodes, weights and inputs so one layer, or a chain of them, becomes one ONNX model."""
-
-    rng: np.random.Generator
-    nodes: list[Any] = field(default_factory=list)
-    initializers: list[Any] = field(default_factory=list)
-    inputs: list[Any] = field(default_factory=list)
-    feeds: dict[str, np.ndarray] = field(default_factory=dict)
-    count: int = 0
-
-    def fresh(self, stem: str) -> str:
-        self.count += 1
-        return f"{stem}_{self.count}"
-
-    def weight(self, stem: str, shape: tuple[int, ...]) -> str:
-        from onnx import numpy_helper
-
-        name = self.fresh(stem)
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        value = (self.rng.standard_normal(shape) / np.sqrt(max(fan_in, 1))).astype(np.float32)
-        self.initializers.append(numpy_helper.from_array(value, name))
-        return name
-
-    def constant(self, stem: str, value: float) -> str:
-        from onnx import numpy_helper
-
-        name = self.fresh(stem)
-        self.initializers.append(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
-        return name
-
-    def input(self, stem: str, shape: tuple[int, ...]) -> str:
-        from onnx import TensorProto, helper
-
-        name = self.fresh(stem)
-        self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
-        self.feeds[name] = self.rng.standard_normal(shape).astype(np.float32)
-        return name
-
-    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
-        from onnx import helper
-
-        out = self.fresh(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    def layer(self, layer: LayerSpec, c_in: int, c_out: int, x: str, skip: str | None) -> str:
-        """Append one spec layer reading ``x``; ``skip`` is the residual input when ``layer.residual``."""
-        if layer.kind == "pool_linear":
-            pooled = self.node("Flatten", [self.node("GlobalAveragePool", [x])], axis=1)
-            y = self.node("Gemm", [pooled, self.weight("fc_w", (c_out, c_in)), self.weight("fc_b", (c_out,))],
-                          transB=1)
-        else:
-            group = c_in if layer.kind == "dwconv" else 1
-            k = layer.kernel
-            y = self.node("Conv", [x, self.weight("w", (c_out, c_in // group, k, k)), self.weight("b", (c_out,))],
-                          kernel_shape=[k, k], strides=[layer.stride] * 2, pads=[k // 2] * 4, group=group)
-        if layer.act:
-            y = self.node("Clip", [y, self.constant("lo", 0.0), self.constant("hi", 6.0)])
-        if layer.residual:
-            if skip is None:
-                raise ValueError(f"layer '{layer.name}' is residual but has no skip input")
-            y = self.node("Add", [y, skip])
-        return y
-
-    def model(self, output: str, out_shape: tuple[int, ...]) -> bytes:
-        from onnx import TensorProto, helper
-
-        graph = helper.make_graph(self.nodes, "slimzoo_profile", self.inputs,
-                                  [helper.make_tensor_value_info(output, TensorProto.FLOAT, list(out_shape))],
-                                  self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                                  producer_name="slimzoo")
-        return model.SerializeToString()
-
-
-def _out_shape(layer: LayerSpec, c_out: int) -> tuple[int, ...]:
-    if layer.kind == "pool_linear":
-        return (1, c_out)
-    return (1, c_out, layer.out_hw, layer.out_hw)
-
-
-def _layer_model(layer: LayerSpec, c_in: int, c_out: int, rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarray]]:
-    g = _Graph(rng)
-    x = g.input("x", (1, c_in, layer.in_hw, layer.in_hw))
-    skip = g.input("skip", _out_shape(layer, c_out)) if layer.residual else None
-    y = g.layer(layer, c_in, c_out, x, skip)
-    return g.model(y, _out_shape(layer, c_out)), g.feeds
-
-
-def _identity_model(rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarray]]:
-    g = _Graph(rng)
-    y = g.node("Identity", [g.input("x", (1, 1, 1, 1))])
-    return g.model(y, (1, 1, 1, 1)), g.feeds
-
-
-def _chain(spec: ArchSpec, config: Mapping[str, int], g: Any, nchw: bool) -> tuple[Any, tuple[int, ...]]:
-    """Append every layer of ``spec`` at ``config`` to the graph builder ``g``; (output, its NCHW shape)."""
-    first = spec.layers[0]
-    c_in0, _ = spec.channels(first, config)
-    shape = (1, c_in0, first.in_hw, first.in_hw)
-    x = g.input("x", shape if nchw else (1, first.in_hw, first.in_hw, c_in0))
-    # The residual input of a layer is the latest tensor whose width is set by the same variable as its output.
-    produced: dict[object, Any] = {}
-    out_shape: tuple[int, ...] = ()
-    for layer in spec.layers:
-        c_in, c_out = spec.channels(layer, config)
-        x = g.layer(layer, c_in, c_out, x, produced.get(layer.c_out) if layer.residual else None)
-        produced[layer.c_out] = x
-        out_shape = _out_shape(layer, c_out)
-    return x, out_shape
-
-
-def _network_model(spec: ArchSpec, config: Mapping[str, int], seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
-    g = _Graph(np.random.default_rng(seed))
-    x, out_shape = _chain(spec, spec.validate(config), g, nchw=True)
-    return g.model(x, out_shape), g.feeds
-
-
-# -- TFLite probes ----------------------------------------------------------------------------------------------
-class _TFLiteGraph:
-    """The TFLite twin of :class:`_Graph`: NHWC tensors, fused ReLU6, weights as constant buffers.
-
-    Written with the TFLite schema's object API (``ai_edge_litert.schema_py_generated``), so a probe takes
-    milliseconds instead of the seconds a PyTorch conversion takes; XNNPACK and ``benchmark_model`` run it as they
-    run any converted model (conv weights OHWI, depthwise 1HWO, SAME padding, which for odd kernels with
-    ``pad = k // 2`` gives the same output size as the ONNX probes).
-    """
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        from ai_edge_litert import schema_py_generated as schema
-
-        self.schema = schema
-        self.rng = rng
-        empty = schema.BufferT()
-        self.buffers: list[Any] = [empty]  # buffer 0 stays empty: activations point at it
-        self.tensors: list[Any] = []
-        self.operators: list[Any] = []
-        self.opcodes: dict[int, int] = {}
-        self.inputs: list[int] = []
-        self.feeds: dict[str, np.ndarray] = {}
-
-    def _tensor(self, name: str, shape: Sequence[int], data: np.ndarray | None = None,
-                int32: bool = False) -> int:
-        s = self.schema
-        tensor = s.TensorT()
-        tensor.name = f"{name}_{len(self.tensors)}"
-        tensor.shape = np.asarray(shape, dtype=np.int32)
-        tensor.type = s.TensorType.INT32 if int32 else s.TensorType.FLOAT32
-        tensor.buffer = 0
-        if data is not None:
-            buffer = s.BufferT()
-            buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
-            self.buffers.append(buffer)
-            tensor.buffer = len(self.buffers) - 1
-        self.tensors.append(tensor)
-        return len(self.tensors) - 1
-
-    def weight(self, name: str, shape: tuple[int, ...], fan_in: int) -> int:
-        value = (self.rng.standard_normal(shape) / np.sqrt(max(fan_in, 1))).astype(np.float32)
-        return self._tensor(name, shape, value)
-
-    def input(self, name: str, shape: tuple[int, ...]) -> int:
-        index = self._tensor(name, shape)
-        self.inputs.append(index)
-        self.feeds[self.tensors[index].name] = self.rng.standard_normal(shape).astype(np.float32)
-        return index
-
-    def op(self, code: int, inputs: list[int], out_shape: Sequence[int], options_type: int = 0,
-           options: Any = None) -> int:
-        s = self.schema
-        if code not in self.opcodes:
-            self.opcodes[code] = len(self.opcodes)
-        out = self._tensor(f"op{code}", out_shape)
-        operator = s.OperatorT()
-        operator.opcodeIndex = self.opcodes[code]
-        operator.inputs = np.asarray(inputs, dtype=np.int32)
-        operator.outputs = np.asarray([out], dtype=np.int32)
-        operator.builtinOptionsType = options_type
-        operator.builtinOptions = options
-        self.operators.append(operator)
-        return out
-
-    def layer(self, layer: LayerSpec, c_in: int, c_out: int, x: int, skip: int | None) -> int:
-        s = self.schema
-        op, opts = s.BuiltinOperator, s.BuiltinOptions
-        act = s.ActivationFunctionType.RELU6 if layer.act else s.ActivationFunctionType.NONE
-        if layer.kind == "pool_linear":
-            axes = self._tensor("axes", (2,), np.array([1, 2], dtype=np.int32), int32=True)
-            mean_opts = s.ReducerOptionsT()
-            mean_opts.keepDims = False
-            pooled = self.op(op.MEAN, [x, axes], (1, c_in), opts.ReducerOptions, mean_opts)
-            fc = s.FullyConnectedOptionsT()
-            fc.fusedActivationFunction = act
-            y = self.op(op.FULLY_CONNECTED, [pooled, self.weight("fc_w", (c_out, c_in), c_in),
-                                             self.weight("fc_b", (c_out,), 1)], (1, c_out),
-                        opts.FullyConnectedOptions, fc)
-        else:
-            k, out_hw = layer.kernel, layer.out_hw
-            if layer.kind == "dwconv":
-                conv = s.DepthwiseConv2DOptionsT()
-                conv.depthMultiplier = 1
-                weight = self.weight("dw_w", (1, k, k, c_out), k * k)
-                code, options_type = op.DEPTHWISE_CONV_2D, opts.DepthwiseConv2DOptions
-            else:
-                conv = s.Conv2DOptionsT()
-                weight = self.weight("w", (c_out, k, k, c_in), k * k * c_in)
-                code, options_type = op.CONV_2D, opts.Conv2DOptions
-            conv.padding = s.Padding.SAME
-            conv.strideW = conv.strideH = layer.stride
-            conv.dilationWFactor = conv.dilationHFactor = 1
-            conv.fusedActivationFunction = act
-            y = self.op(code, [x, weight, self.weight("b", (c_out,), 1)], (1, out_hw, out_hw, c_out),
-                        options_type, conv)
-        if layer.residual:
-            if skip is None:
-                raise ValueError(f"layer '{layer.name}' is residual but has no skip input")
-            add = s.AddOptionsT()
-            add.fusedActivationFunction = s.ActivationFunctionType.NONE
-            y = self.op(op.ADD, [y, skip], self.tensors[y].shape, opts.AddOptions, add)
-        return y
-
-    def model(self, output: int) -> bytes:
-        from ai_edge_litert.tools import flatbuffer_utils
-
-        s = self.schema
-        subgraph = s.SubGraphT()
-        subgraph.tensors = self.tensors
-        subgraph.inputs = np.asarray(self.inputs, dtype=np.int32)
-        subgraph.outputs = np.asarray([output], dtype=np.int32)
-        subgraph.operators = self.operators
-        subgraph.name = "main"
-        model = s.ModelT()
-        model.version = 3
-        model.description = "slimzoo latency probe"
-        model.buffers = self.buffers
-        model.subgraphs = [subgraph]
-        codes = []
-        for code, _ in sorted(self.opcodes.items(), key=lambda item: item[1]):
-            opcode = s.OperatorCodeT()
-            opcode.builtinCode = code
-            opcode.deprecatedBuiltinCode = min(code, 127)
-            opcode.version = 1
-            codes.append(opcode)
-        model.operatorCodes = codes
-        return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _tflite_out_shape(layer: LayerSpec, c_out: int) -> tuple[int, ...]:
-    return (1, c_out) if layer.kind == "pool_linear" else (1, layer.out_hw, layer.out_hw, c_out)
-
-
-def _tflite_layer_model(layer: LayerSpec, c_in: int, c_out: int,
-                        rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarray]]:
-    g = _TFLiteGraph(rng)
-    x = g.input("x", (1, layer.in_hw, layer.in_hw, c_in))
-    skip = g.input("skip", _tflite_out_shape(layer, c_out)) if layer.residual else None
-    return g.model(g.layer(layer, c_in, c_out, x, skip)), g.feeds
-
-
-def _tflite_identity_model(rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarray]]:
-    """The smallest model the runtime delegates (x + x on one element): the per-invoke cost."""
-    g = _TFLiteGraph(rng)
-    x = g.input("x", (1, 1, 1, 1))
-    add = g.schema.AddOptionsT()
-    add.fusedActivationFunction = g.schema.ActivationFunctionType.NONE
-    y = g.op(g.schema.BuiltinOperator.ADD, [x, x], (1, 1, 1, 1), g.schema.BuiltinOptions.AddOptions, add)
-    return g.model(y), g.feeds
-
-
-def _tflite_network_model(spec: ArchSpec, config: Mapping[str, int],
-                          seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
-    g = _TFLiteGraph(np.random.default_rng(seed))
-    x, _ = _chain(spec, spec.validate(config), g, nchw=False)
-    return g.model(x), g.feeds
-
-
-def layer_probe(fmt: str, layer: LayerSpec, c_in: int, c_out: int, seed: int = 0) -> bytes:
-    """One layer at (c_in, c_out) as a standalone model file's bytes (``onnx`` or ``tflite``), for a kit."""
-    rng = np.random.default_rng(seed)
-    return (_layer_model if fmt == "onnx" else _tflite_layer_model)(layer, c_in, c_out, rng)[0]
-
-
-def network_probe(fmt: str, spec: ArchSpec, config: Mapping[str, int], seed: int = 0) -> bytes:
-    """The whole network at ``config`` as a model file's bytes (``onnx`` or ``tflite``), for a kit."""
-    return (_network_model if fmt == "onnx" else _tflite_network_model)(spec, config, seed)[0]
-
-
-def identity_probe(fmt: str, seed: int = 0) -> bytes:
-    """The per-run cost probe (identity / one tiny add), for a kit."""
-    rng = np.random.default_rng(seed)
-    return (_identity_model if fmt == "onnx" else _tflite_identity_model)(rng)[0]
-
-
-# -- timing --------------------------------------------------------------------------------------------------
-def _session_options(threads: int, optimize: bool = True, spinning: bool = True) -> onnxruntime.SessionOptions:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # As deployment runs: Conv+Clip fused, NCHWc layout on x86. A graph that was optimised already runs as is.
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.log_severity_level = 3
-    if not spinning:
-        # Idle pool threads sleep instead of spinning: slower per run, but on an oversubscribed machine the
-        # spinning threads fight the other jobs for cores and runs become bimodal.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
-
-
-class _CellTimer:
-    """Times a standalone layer graph as it would run inside a network.
-
-    On x86, ONNX Runtime rewrites convs to a blocked NCHWc layout and puts a ReorderInput / ReorderOutput at the
-    graph's edges. A network pays those reorders once; a layer timed alone would pay them once per layer, which on
-    a 2-core EPYC inflated the sum of terms by 50-100% over a measured whole network. So each cell is optimised
-    once, the boundary reorders are cut out (the inputs are fed already in the blocked shape; values do not
-    matter for timing) and the remaining graph is timed without re-optimising. Where the runtime uses no NCHWc
-    layout (e.g. on ARM) there is nothing to cut and the cell is timed as built.
-    """
-
-    NCHWC = "com.microsoft.nchwc"
-
-    def __init__(self, threads: int, rng: np.random.Generator, spinning: bool = True) -> None:
-        self.rng = rng
-        self.opts = _session_options(threads, spinning=spinning)
-        self.plain_opts = _session_options(threads, optimize=False, spinning=spinning)
-        self._tmp = tempfile.TemporaryDirectory(prefix="slimzoo-profile-")
-        self._dump = Path(self._tmp.name) / "optimized.onnx"
-        self.dump_opts = _session_options(threads)
-        self.dump_opts.optimized_model_filepath = str(self._dump)
-        self.stripped = 0
-        self.block = self._probe_block()
-
-    def close(self) -> None:
-        self._tmp.cleanup()
-
-    def _optimized(self, model: bytes) -> onnx.ModelProto:
-        import onnx
-        import onnxruntime as ort
-
-        ort.InferenceSession(model, sess_options=self.dump_opts, providers=["CPUExecutionProvider"])
-        return onnx.load(str(self._dump))
-
-    def _probe_block(self) -> int | None:
-        """The NCHWc channel block (8 with AVX2, 16 with AVX-512), read off a converted conv's padded weight."""
-        probe = LayerSpec("probe", "conv", 8, 8, kernel=1, in_hw=4)
-        optimized = self._optimized(_layer_model(probe, 8, 8, self.rng)[0])
-        weights = {t.name: t for t in optimized.graph.initializer}
-        for node in optimized.graph.node:
-            if node.domain == self.NCHWC and node.op_type == "Conv" and node.input[1] in weights:
-                return int(weights[node.input[1]].dims[0])
-        return None
-
-    def prepare(self, model: bytes, feeds: dict[str, np.ndarray]) -> tuple[bytes, dict[str, np.ndarray], bool]:
-        """(graph, feeds, already optimised?) with the boundary reorders removed when there are any."""
-        if self.block is None:
-            return model, feeds, False
-        from onnx import TensorProto, helper
-
-        optimized = self._optimized(model)
-        graph = optimized.graph
-        inputs = {vi.name: vi for vi in graph.input}
-        outputs = {vi.name: vi for vi in graph.output}
-        feeds = dict(feeds)
-        kept = []
-        for node in graph.node:
-            if node.domain == self.NCHWC and node.op_type == "ReorderInput" and node.input[0] in inputs:
-                shape = list(feeds[node.input[0]].shape)
-                shape[1] = -(-shape[1] // self.block) * self.block
-                graph.input.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, shape))
-                feeds[node.output[0]] = self.rng.standard_normal(shape).astype(np.float32)
-                if sum(node.input[0] in other.input for other in graph.node) == 1:
-                    graph.input.remove(inputs[node.input[0]])
-                    del feeds[node.input[0]]
-            elif node.domain == self.NCHWC and node.op_type == "ReorderOutput" and node.output[0] in outputs:
-                graph.output.remove(outputs[node.output[0]])
-                graph.output.append(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None))
-            else:
-                kept.append(node)
-        if len(kept) == len(graph.node):
-            return model, feeds, False
-        del graph.node[:]
-        graph.node.extend(kept)
-        self._fuse_residual_add(graph, feeds)
-        self.stripped += 1
-        return optimized.SerializeToString(), feeds, True
-
-    def _fuse_residual_add(self, graph: onnx.GraphProto, feeds: dict[str, np.ndarray]) -> None:
-        """Fold a residual Add into the NCHWc conv, as the runtime does inside a network.
-
-        In a network the block input arrives already blocked and ONNX Runtime fuses the Add into the conv as its
-        ``Sum`` input; alone, the skip is a plain graph input, so the runtime keeps ReorderOutput + Add instead.
-        Only the ``conv -> ReorderOutput -> Add(skip)`` shape of a linear (no activation) conv is rewritten.
-        """
-        from onnx import TensorProto, helper
-
-        nodes = list(graph.node)
-        if len(nodes) != 3:
-            return
-        conv, reorder, add = nodes
-        inputs = {vi.name: vi for vi in graph.input}
-        if not (conv.domain == self.NCHWC and conv.op_type == "Conv" and len(conv.input) == 3
-                and not any(a.name == "activation" for a in conv.attribute)
-                and reorder.op_type == "ReorderOutput" and list(reorder.input) == list(conv.output)
-                and add.op_type == "Add" and add.domain == "" and reorder.output[0] in add.input
-                and [o.name for o in graph.output] == list(add.output)):
-            return
-        skip = next(name for name in add.input if name != reorder.output[0])
-        if skip not in inputs:
-            return
-        shape = list(feeds[skip].shape)
-        shape[1] = -(-shape[1] // self.block) * self.block  # type: ignore[operator]
-        blocked = skip + "_nchwc"
-        graph.input.remove(inputs[skip])
-        graph.input.append(helper.make_tensor_value_info(blocked, TensorProto.FLOAT, shape))
-        del feeds[skip]
-        feeds[blocked] = self.rng.standard_normal(shape).astype(np.float32)
-        conv.input.append(blocked)
-        del graph.node[1:]
-        graph.output.pop()
-        graph.output.append(helper.make_tensor_value_info(conv.output[0], TensorProto.FLOAT, None))
-
-    def time(self, model: bytes, feeds: dict[str, np.ndarray], repeats: int, warmup: int,
-             strip: bool = True) -> np.ndarray:
-        """Per-run wall times in ms, after ``warmup`` untimed runs (first runs pay allocation and cache misses)."""
-        optimized = False
-        if strip:
-            model, feeds, optimized = self.prepare(model, feeds)
-        return _time_runs(model, feeds, self.plain_opts if optimized else self.opts, repeats, warmup)
-
-
-def _time_runs(model: bytes, feeds: Mapping[str, np.ndarray], opts: onnxruntime.SessionOptions, repeats: int,
-               warmup: int) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-    # Bind inputs and outputs once: per-run conversion to and from numpy is a Python-binding cost that scales
-    # with tensor size, and a deployed network pays it once, not once per layer.
-    binding = session.io_binding()
-    for name, value in feeds.items():
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value)))
-    for out in session.get_outputs():
-        binding.bind_output(out.name, "cpu")
-    run = session.run_with_iobinding
-    for _ in range(warmup):
-        run(binding)
-    times = np.empty(repeats, dtype=np.float64)
-    clock = time.perf_counter_ns
-    for i in range(repeats):
-        start = clock()
-        run(binding)
-        times[i] = clock() - start
-    return times / 1e6
-
-
-def _time_tflite(model: bytes, feeds: Mapping[str, np.ndarray], threads: int, repeats: int,
-                 warmup: int) -> np.ndarray:
-    """Per-invoke wall times (ms) with the LiteRT interpreter (XNNPACK, as ``benchmark_model`` runs by default)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    with _native_stderr_silenced():  # the runtime logs "INFO: Created ... XNNPACK delegate" from C++
-        interpreter = Interpreter(model_content=model, num_threads=threads)
-        interpreter.allocate_tensors()
-    for detail in interpreter.get_input_details():
-        value = feeds.get(detail["name"])
-        if value is None:
-            value = np.zeros(detail["shape"], dtype=detail["dtype"])
-        interpreter.set_tensor(detail["index"], np.ascontiguousarray(value, dtype=detail["dtype"]))
-    invoke = interpreter.invoke
-    for _ in range(warmup):
-        invoke()
-    times = np.empty(repeats, dtype=np.float64)
-    clock = time.perf_counter_ns
-    for i in range(repeats):
-        start = clock()
-        invoke()
-        times[i] = clock() - start
-    return times / 1e6
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null for the duration (native libraries write there directly)."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _median_iqr(times: np.ndarray) -> tuple[float, float]:
-    q1, med, q3 = np.percentile(times, [25, 50, 75])
-    return float(med), float(q3 - q1)
-
-
-Probe = tuple[bytes, dict[str, np.ndarray], Any]  # model bytes, input feeds, runtime-specific run options
-
-
-class _OrtBackend:
-    """ONNX Runtime, CPU provider: cells with their NCHWc boundary reorders cut, networks as built."""
-
-    runtime = "onnxruntime"
-
-    def __init__(self, threads: int, rng: np.random.Generator, spinning: bool = True) -> None:
-        self.threads = threads
-        self.rng = rng
-        self.spinning = spinning
-        self.timer = _CellTimer(threads, rng, spinning)
-
-    def version(self) -> str:
-        import onnxruntime as ort
-
-        return ort.__version__
-
-    def cell(self, layer: LayerSpec, c_in: int, c_out: int) -> Probe:
-        model, feeds, optimized = self.timer.prepare(*_layer_model(layer, c_in, c_out, self.rng))
-        return model, feeds, self.timer.plain_opts if optimized else self.timer.opts
-
-    def identity(self) -> Probe:
-        return (*_identity_model(self.rng), self.timer.opts)
-
-    def network(self, spec: ArchSpec, config: Mapping[str, int], seed: int) -> Probe:
-        return (*_network_model(spec, config, seed), self.timer.opts)
-
-    def time(self, probe: Probe, runs: int, warmup: int) -> np.ndarray:
-        return _time_runs(probe[0], probe[1], probe[2], runs, warmup)
-
-    def facts(self, cells: int) -> dict[str, Any]:
-        import onnx
-
-        return {"onnx_version": onnx.__version__, "opset": OPSET, "graph_optimization": "ORT_ENABLE_ALL",
-                "execution_mode": "sequential", "intra_op_spinning": self.spinning, "nchwc_block": self.timer.block,
-                "boundary_reorders_removed": f"{self.timer.stripped} of {cells} cell timings"}
-
-    def close(self) -> None:
-        self.timer.close()
-
-
-class _LiteRTBackend:
-    """The LiteRT (TFLite) interpreter from ``ai-edge-litert``, XNNPACK delegate, NHWC probes."""
-
-    runtime = "litert"
-
-    def __init__(self, threads: int, rng: np.random.Generator) -> None:
-        self.threads = threads
-        self.rng = rng
-
-    def version(self) -> str:
-        from importlib.metadata import version
-
-        return version("ai-edge-litert")
-
-    def cell(self, layer: LayerSpec, c_in: int, c_out: int) -> Probe:
-        return (*_tflite_layer_model(layer, c_in, c_out, self.rng), None)
-
-    def identity(self) -> Probe:
-        return (*_tflite_identity_model(self.rng), None)
-
-    def network(self, spec: ArchSpec, config: Mapping[str, int], seed: int) -> Probe:
-        return (*_tflite_network_model(spec, config, seed), None)
-
-    def time(self, probe: Probe, runs: int, warmup: int) -> np.ndarray:
-        return _time_tflite(probe[0], probe[1], self.threads, runs, warmup)
-
-    def facts(self, cells: int) -> dict[str, Any]:
-        return {"delegate": "XNNPACK (the interpreter's default)", "layout": "NHWC"}
-
-    def close(self) -> None:
-        pass
-
-
-def litert_available() -> bool:
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-    except Exception:  # noqa: BLE001  (any import failure means: not usable here)
-        return False
-    return True
-
-
-def _backend(runtime: str, threads: int, rng: np.random.Generator,
-             spinning: bool = True) -> _OrtBackend | _LiteRTBackend:
-    if runtime == "onnxruntime":
-        return _OrtBackend(threads, rng, spinning)
-    if runtime == "litert":
-        if not litert_available():
-            raise RegistryError("runtime 'litert' is not available: the LiteRT interpreter (pip install "
-                                "ai-edge-litert) is not installed; use --runtime onnxruntime")
-        return _LiteRTBackend(threads, rng)
-    raise RegistryError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
-
-
-def _campaign(count: int, make: Callable[[int], Probe], backend: _OrtBackend | _LiteRTBackend, runs: int,
-              rounds: int, warmup: int, seed: int, tick: Callable[[], None]) -> list[np.ndarray]:
+def _campaign(count: int, make: Callable[[int], Probe], backend: Backend, runs: int, rounds: int, warmup: int,
+              seed: int, tick: Callable[[], None]) -> list[np.ndarray]:
     """All timed runs of ``count`` probes: ``runs`` each, split over ``rounds`` passes in fresh shuffled orders.
 
     Every pass builds each probe anew and opens a fresh session, so neither one unlucky memory layout nor one
@@ -744,7 +102,7 @@ def profile_platform(spec: ArchSpec, platform: Platform, threads: int = 1, repea
     _check_args(platform, threads, repeats, warmup, runtime)
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    backend = _backend(runtime, threads, rng, spinning)
+    backend = open_backend(runtime, threads, rng, spinning)
     cells = layer_cells(spec)
     rounds = max(1, min(rounds, repeats))
     total = rounds * (len(cells) + 1)
@@ -769,13 +127,13 @@ def profile_platform(spec: ArchSpec, platform: Platform, threads: int = 1, repea
     finally:
         backend.close()
 
-    overhead = _statistic(runs[0], quantile)
-    overhead_median, overhead_iqr = _median_iqr(runs[0])
+    overhead = statistic(runs[0], quantile)
+    overhead_median, overhead_iqr = median_iqr(runs[0])
     terms = {layer.name: np.zeros(layer_grid(spec, layer)[0]) for layer in spec.layers}
     spread = {name: np.zeros(t.shape) for name, t in terms.items()}
     for (layer, index, _, _), times in zip(cells, runs[1:], strict=True):
-        terms[layer.name][index] = max(_statistic(times, quantile) - overhead, MIN_TERM_MS)
-        spread[layer.name][index] = _median_iqr(times)[1]
+        terms[layer.name][index] = max(statistic(times, quantile) - overhead, MIN_TERM_MS)
+        spread[layer.name][index] = median_iqr(times)[1]
 
     table = LatencyTable(arch_key=spec.key(), platform=platform.name, source="measured", provenance={},
                          offset_ms=overhead, terms=terms, spread=spread, runtime=canonical_runtime(runtime))
@@ -827,7 +185,7 @@ def measure_networks(spec: ArchSpec, configs: Sequence[Mapping[str, int]], threa
     configs = [spec.validate(c) for c in configs]
     if threads < 1 or runs < 1 or warmup < 0:
         raise ValueError(f"need threads >= 1, runs >= 1, warmup >= 0; got {threads}, {runs}, {warmup}")
-    backend = _backend(runtime, threads, np.random.default_rng(seed), spinning)
+    backend = open_backend(runtime, threads, np.random.default_rng(seed), spinning)
     rounds = max(1, min(rounds, runs))
     total, done = rounds * len(configs), 0
 
@@ -844,8 +202,8 @@ def measure_networks(spec: ArchSpec, configs: Sequence[Mapping[str, int]], threa
         backend.close()
     out = []
     for t in times:
-        median, iqr = _median_iqr(t)
-        out.append({"ms": _statistic(t, quantile), "median_ms": median, "iqr_ms": iqr, "runs": int(t.size)})
+        median, iqr = median_iqr(t)
+        out.append({"ms": statistic(t, quantile), "median_ms": median, "iqr_ms": iqr, "runs": int(t.size)})
     return out
 
 
@@ -986,33 +344,3 @@ def save_measured_table(table: LatencyTable, user_dir: Path | None = None) -> Pa
     path = measured_table_path(user_registry_dir(user_dir), table.platform, table.runtime, table.arch_key)
     table.save(path)
     return path
-
-
-def time_onnx_file(path: Path, threads: int = 1, repeats: int = 200, warmup: int = 20,
-                   seed: int = 0) -> tuple[float, float]:
-    """(median, IQR) in ms of an exported ONNX model at batch 1, timed exactly as the profiler times networks."""
-    times = _time_file_runs(Path(path), threads, repeats, warmup, seed)
-    return _median_iqr(times)
-
-
-def time_tflite_file(path: Path, threads: int = 1, repeats: int = 200, warmup: int = 20,
-                     seed: int = 0) -> tuple[float, float]:
-    """(median, IQR) in ms of a ``.tflite`` model at batch 1 with the LiteRT interpreter."""
-    times = _time_file_runs(Path(path), threads, repeats, warmup, seed)
-    return _median_iqr(times)
-
-
-def _time_file_runs(path: Path, threads: int, repeats: int, warmup: int, seed: int) -> np.ndarray:
-    """Per-run times (ms) of a model file (``.onnx`` with ONNX Runtime, ``.tflite`` with LiteRT), random inputs."""
-    rng = np.random.default_rng(seed)
-    data = path.read_bytes()
-    if path.suffix == ".tflite":
-        return _time_tflite(data, {}, threads, repeats, warmup)
-    import onnxruntime as ort
-
-    probe = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    feeds = {}
-    for inp in probe.get_inputs():
-        shape = [1 if not isinstance(d, int) else d for d in inp.shape]
-        feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
-    return _time_runs(data, feeds, _session_options(threads), repeats, warmup)
