@@ -43,8 +43,22 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="The checkpo
 
 
 @app.callback()
-def _root() -> None:
+def _root(threads: Annotated[str | None, typer.Option(
+        "--threads", metavar="N", help="CPU threads for torch work (training, BN re-estimation, validation); default: "
+                                 "every core this process may use, or $SLIMZOO_THREADS. Latency tables are "
+                                 "measured at `profile --threads` instead.")] = None) -> None:
     """Turn one slimmable checkpoint into a zoo of standalone per-device models."""
+    if threads is not None:
+        from slimzoo.threads import ENV_VAR, compute_threads
+
+        try:
+            n = int(threads)
+        except ValueError:
+            raise fail(f"--threads must be a whole number of threads >= 1, got {threads!r}") from None
+        try:
+            os.environ[ENV_VAR] = str(compute_threads(n))
+        except SlimzooError as exc:
+            raise fail(str(exc), exc.exit_code) from None
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -900,6 +914,9 @@ def report(
 
 
 def main() -> None:
+    from slimzoo.threads import prepare_process
+
+    prepare_process()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     app()
 

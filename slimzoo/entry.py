@@ -74,6 +74,9 @@ def run_quick_search(args: dict[str, str | bool]) -> int:
 
 def main() -> None:
     """Entry point of the ``slimzoo`` script."""
+    from slimzoo.threads import prepare_process
+
+    prepare_process()  # before anything can import torch (slimzoo.threads explains why)
     args = quick_search_args(sys.argv[1:])
     if args is None:
         from slimzoo.cli import main as full_main

@@ -60,7 +60,7 @@ def test_build_writes_manifest(zoo: tuple[Path, dict]) -> None:
     out, summary = zoo
     assert summary["failed"] == 0 and summary["built"] == len(PLATFORMS) * len(FORMATS)
     m = read_manifest(out)
-    registry, spec = load_registry(), api.load_checkpoint(None).spec
+    registry, spec = load_registry(), api.Workspace().spec
     assert m["format_version"] == FORMAT_VERSION
     assert len(m["checkpoint"]["sha256"]) == 64
     assert {(x["platform"], x["format"]) for x in m["models"]} == {(p, f) for p in PLATFORMS for f in FORMATS}
@@ -496,8 +496,12 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path: Path, command: str,
     """--out at a file, under a file, or in a place that cannot be written: one line, exit 2, and no search or
     export first (the search is made to fail loudly if reached)."""
     out, fragment = _unwritable_out(kind, tmp_path)
-    monkeypatch.setattr(api, "search_platform", lambda *a, **k: pytest.fail("searched before checking --out"))
-    monkeypatch.setattr(api, "load_checkpoint", lambda *a, **k: pytest.fail("loaded before checking --out"))
+    from slimzoo.pipeline import building, exporting, workspace
+
+    for module in (building, exporting):
+        monkeypatch.setattr(module, "search", lambda *a, **k: pytest.fail("searched before checking --out"))
+    monkeypatch.setattr(workspace, "read_checkpoint_header",
+                        lambda *a, **k: pytest.fail("loaded before checking --out"))
     args = ["--platforms", "pixel5", "--formats", "onnx"] if command == "build-zoo" else ["--platform", "pixel5"]
     r = cli_inproc(command, *args, "--out", str(out))
     assert r.returncode == 2, r.stdout + r.stderr
