@@ -37,6 +37,8 @@ CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Checkp
 RegistryOpt = Annotated[Path | None, typer.Option("--registry", envvar="SLIMZOO_REGISTRY",
                                                   help="Directory of user platform files and measured tables.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show every detail (the default view fits 100 "
+                                          "columns).")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="The checkpoint's dataset directory (default: "
                                                  "the one its training recorded; fashion-mnist: Debian's package, "
                                                  "else the subset shipped in slimzoo).")]
@@ -128,10 +130,16 @@ def print_json(data: Any) -> None:
     sys.stdout.write(strict_json(data) + "\n")
 
 
-def table_(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+def table_(title: str, columns: list[str], rows: list[list[Any]], wrap: tuple[str, ...] = ()) -> Table:
+    """A table for an 80-100 column terminal. Columns named in ``wrap`` (long text: a device, a detail, a path)
+    wrap at spaces and fold a longer word; every other column (names, figures) never wraps, so no platform name or
+    figure is cut short when the view fits. A header may hold a line break ("budget\nms") to stay narrow."""
     out = Table(title=title, title_justify="left")
     for column in columns:
-        out.add_column(column)
+        if column in wrap:
+            out.add_column(column, overflow="fold")
+        else:
+            out.add_column(column, no_wrap=True)
     for row in rows:
         out.add_row(*[str(x) for x in row])
     return out
@@ -238,7 +246,7 @@ def train(
              f"{c['loss_proxy']:.4f}", f"{c['macs'] / 1e6:.2f}"] for name, c in summary["platform_configs"].items()]
     if rows:
         console.print(table_("Searched configs on the final loss proxy (widths: --json, or the checkpoint)",
-                             ["platform", "weight", "budget ms", "predicted ms", "loss proxy", "MMACs"], rows))
+                             ["platform", "weight", "budget\nms", "predicted\nms", "loss\nproxy", "MMACs"], rows))
     return None
 
 
@@ -306,20 +314,25 @@ def fit_accuracy(
 
 @app.command("list-platforms")
 @handle_errors
-def list_platforms(registry: RegistryOpt = None, checkpoint: CheckpointOpt = None, as_json: JsonOpt = False) -> None:
-    """Show the target platforms: device, runtime, market share, latency budget, latency-table source."""
+def list_platforms(registry: RegistryOpt = None, checkpoint: CheckpointOpt = None, as_json: JsonOpt = False,
+                   verbose: VerboseOpt = False) -> None:
+    """Show the target platforms: runtime, market share, latency budget, latency-table source, device (--verbose:
+    also vendor, SoC and the platform file)."""
     from slimzoo import api
 
     rows = api.list_platforms(registry, checkpoint)
     if as_json:
         return print_json(rows)
-    console.print(table_("Platforms", ["name", "vendor", "device", "SoC", "runtime", "market share", "budget (ms)",
-                                      "latency table"],
-                        [[r["name"] + (" *" if r["shadows"] else "") + (" !" if r["problem"] else ""),
-                          r["vendor"], r["device"], r["soc"], r["runtime"],
-                          f"{r['market_share']:.1%}" + (" (assumed)" if r["market_share_assumed"] else ""),
-                          "-" if r["latency_budget_ms"] is None else f"{r['latency_budget_ms']:g}",
-                          r["latency_table"]] for r in rows]))
+    console.print(table_("Platforms" + ("" if verbose else " (vendor, SoC, platform file: --verbose)"),
+                         ["name", "runtime", "market\nshare", "budget\nms", "latency\ntable", "device"],
+                         [[r["name"] + (" *" if r["shadows"] else "") + (" !" if r["problem"] else ""), r["runtime"],
+                           f"{r['market_share']:.1%}" + (" (assumed)" if r["market_share_assumed"] else ""),
+                           "-" if r["latency_budget_ms"] is None else f"{r['latency_budget_ms']:g}",
+                           r["latency_table"], r["device"]] for r in rows], wrap=("market\nshare", "device")))
+    if verbose:
+        for r in rows:
+            console.print(f"{r['name']}: vendor {r['vendor']}; SoC {r['soc']}; file {r['file']}",
+                          highlight=False)
     for r in rows:
         if r["shadows"]:
             console.print(f"* {r['name']}: your file {r['file']} replaces the built-in {r['shadows']}",
@@ -330,8 +343,11 @@ def list_platforms(registry: RegistryOpt = None, checkpoint: CheckpointOpt = Non
     return None
 
 
-def _config_rows(config: dict[str, int]) -> str:
-    return " ".join(f"{k}={v}" for k, v in config.items())
+def _config_rows(config: dict[str, int], order: list[str] | None = None) -> str:
+    """``stem=24 stage1=16 ...`` in network order: the order given (the spec's variables, for a config read from
+    a file an older slimzoo wrote with sorted keys), else the config's own (a WidthConfig's is the network's)."""
+    names = [n for n in order or [] if n in config] + [n for n in config if n not in set(order or [])]
+    return " ".join(f"{k}={config[k]}" for k in names)
 
 
 @app.command()
@@ -358,6 +374,8 @@ def search(
     checkpoint: CheckpointOpt = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="--all-platforms: also print each platform's width "
+                                          "config (the default view is one row per platform).")] = False,
 ) -> None:
     """Find the width config with the lowest objective (fitted accuracy model, or the training-time loss proxy)
     under a latency budget: one platform, every platform, or a problem file."""
@@ -399,7 +417,7 @@ def search(
             if pareto is not None:
                 data["pareto_plots"] = [str(p) for p in plots]
             return print_json(data)
-        _print_all_platforms(everything, plots)
+        _print_all_platforms(everything, plots, verbose)
         return None
     result = api.search_platform(platform, budget_ms, checkpoint, registry, solver,  # type: ignore[arg-type]
                                  objective=objective)
@@ -416,7 +434,7 @@ def search(
                      f"{base['loss_proxy']:.4f}", "all variables at the same multiplier"])
     console.print(table_(f"{result.platform}: budget {result.budget_ms:g} ms, latency table "
                         f"{result.table_source}, objective: {OBJECTIVES[result.problem.meta['objective']]}",
-                        ["config", "predicted ms", "objective", "widths"], rows))
+                        ["config", "predicted\nms", "objective", "widths"], rows, wrap=("widths",)))
     for note in result.to_json()["notes"]:
         console.print(f"note: {note}")
     for path in plots:
@@ -424,18 +442,24 @@ def search(
     return None
 
 
-def _print_all_platforms(found: Any, plots: list[Path]) -> None:
+def _print_all_platforms(found: Any, plots: list[Path], verbose: bool = False) -> None:
+    """One row per platform (the width configs: ``verbose``, or --json), then the market-weighted summary."""
+    sources = {r.table_source for r in found.results}
+    one_source = len(sources) == 1
     rows = []
     for r in found.results:
         base = r.baseline
-        rows.append([r.platform, f"{found.weights[r.platform]:.1%}", f"{r.budget_ms:g}",
-                     f"{r.solution.latency:.4f} ({r.table_source})", f"{r.solution.loss:.4f}",
-                     "-" if base is None else f"x{base['multiplier']:g}: {base['loss_proxy']:.4f}",
-                     _config_rows(r.config)])
+        rows.append([r.platform, f"{found.weights[r.platform]:.1%}", f"{r.budget_ms:g}", f"{r.solution.latency:.4f}",
+                     *([] if one_source else [r.table_source]), f"{r.solution.loss:.4f}",
+                     "-" if base is None else f"x{base['multiplier']:g}: {base['loss_proxy']:.4f}"])
+    tables = f"; latency tables: {next(iter(sources))}" if one_source else ""
     console.print(table_(f"All platforms ({found.solver} solver: {found.solve_ms:.1f} ms for all platforms; "
-                         f"{found.time_ms:.0f} ms with loading)",
-                         ["platform", "weight", "budget ms", "predicted ms (table)", "objective",
-                          "uniform baseline", "widths"], rows))
+                         f"{found.time_ms:.0f} ms with loading{tables}){'' if verbose else '; widths: --verbose'}",
+                         ["platform", "weight", "budget\nms", "predicted\nms", *([] if one_source else ["table"]),
+                          "objective", "uniform\nbaseline"], rows, wrap=("table", "uniform\nbaseline")))
+    if verbose:
+        for r in found.results:
+            console.print(f"{r.platform}: {_config_rows(r.config)}", highlight=False)
     objective = found.results[0].problem.meta["objective"] if found.results else "proxy"
     base = found.weighted_baseline
     line = f"objective: {OBJECTIVES[objective]}; market-weighted: {found.weighted_loss:.4f}"
@@ -444,7 +468,14 @@ def _print_all_platforms(found: Any, plots: list[Path]) -> None:
     else:
         line += " (uniform baseline: none meets the budget on some platform)"
     console.print(line)
-    for note in found.notes():
+    notes = found.notes()
+    loose = [r.platform for r in found.results if r.notes]  # each such platform's own note says it at length
+    if loose and not verbose:
+        own = {n for r in found.results for n in r.notes}
+        notes = [n for n in notes if n not in own]
+        console.print(f"note: the budget does not bind on {', '.join(loose)}: the least-objective configuration "
+                      f"already fits (figures: --verbose)")
+    for note in notes:
         console.print(f"note: {note}")
     for path in plots:
         console.print(f"wrote {path}")
@@ -472,9 +503,11 @@ def export(
     """Search, slice and export one platform's model, validated against PyTorch, with a JSON sidecar."""
     from slimzoo import api
 
-    with err_console.status(f"exporting {platform} as {fmt}"):
+    # the bar names each stage as it starts (search, slice + recalibrate BN, convert + validate, write); it
+    # appears with the first stage, so a refused option is not preceded by one
+    with _lazy_bar(f"exporting {platform} as {fmt}") as progress:
         result = api.export_platform(platform, fmt, out, budget, checkpoint, registry, precision, layout,
-                                     input_type=input_type, verbose=verbose, data_dir=data_dir)
+                                     input_type=input_type, verbose=verbose, data_dir=data_dir, progress=progress)
     if as_json:
         return print_json(result.sidecar)
     side, val = result.sidecar, result.sidecar["validation"]
@@ -501,7 +534,7 @@ def export(
         rows += [["numerics", val["note"] or "not run"]]
     rows += [["checks", "; ".join(val["checks"])],
              ["size", f"{side['size_bytes']:,} bytes"], ["sidecar", str(result.sidecar_path)]]
-    console.print(table_(f"{result.model_path}", ["field", "value"], rows))
+    console.print(table_(f"{result.model_path}", ["field", "value"], rows, wrap=("value",)))
 
 
 @app.command()
@@ -540,7 +573,7 @@ def profile(
         return print_json(summary)
     rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in summary.items()
             if k not in ("heldout", "noise")]
-    console.print(table_("Measured latency table", ["field", "value"], rows))
+    console.print(table_("Measured latency table", ["field", "value"], rows, wrap=("value",)))
     _print_accuracy({"per-layer sum": fit["heldout"]["per_layer_sum"], "fitted table": fit["heldout"]["fitted"]},
                     f"Held-out whole networks ({fit['heldout']['fitted']['n']} configs the fit never saw)",
                     prov.get("noise"))
@@ -591,7 +624,7 @@ def evaluate(
              f"{r.macs / 1e6:.2f}", f"{r.accuracy:.2%}"] for r in result.results]
     title = (f"{result.checkpoint} ({result.strategy or 'unknown'} strategy), {result.dataset} validation "
              f"({result.val_size} images); widths: --json")
-    console.print(table_(title, ["platform", "weight", "budget ms", "predicted ms", "table", "MMACs", "accuracy"],
+    console.print(table_(title, ["platform", "weight", "budget\nms", "predicted\nms", "table", "MMACs", "accuracy"],
                          rows))
     console.print(f"weighted accuracy sum_p w_p Acc(c_p): {result.weighted_accuracy:.2%} "
                   f"(largest config: {result.reference['largest']:.2%})")
@@ -836,27 +869,44 @@ app.add_typer(zoo_app, name="zoo")
 
 @zoo_app.command("list")
 @handle_errors
-def zoo_list(zoo: Annotated[Path, typer.Argument(help="Zoo directory.")], as_json: JsonOpt = False) -> None:
-    """Every model of the zoo: platform, format, status, latency, budget, accuracy, size."""
+def zoo_list(zoo: Annotated[Path, typer.Argument(help="Zoo directory.")], as_json: JsonOpt = False,
+             verbose: Annotated[bool, typer.Option("--verbose", help="Also each model's file, size in bytes and "
+                                                   "sha256.")] = False) -> None:
+    """Every model of the zoo: platform, format, status, latency, budget, accuracy, size (files: --verbose, or
+    `zoo show`)."""
     from slimzoo.exporters.manifest import read_manifest
 
     manifest = read_manifest(zoo)
     if as_json:
         return print_json(manifest["models"])
+    sources = {m["latency_table"]["source"] for m in manifest["models"] if m["status"] == "ok"}
+    one_source = len(sources) <= 1  # then named once in the title, not in a column
     rows = []
     for m in manifest["models"]:
         if m["status"] == "ok":
             rows.append([m["platform"], m["format"], "ok", f"{m['predicted_latency_ms']:.4f}", f"{m['budget_ms']:g}",
-                         m["latency_table"]["source"],
-                         "-" if m.get("accuracy") is None else f"{m['accuracy']:.2%}", f"{m['size_bytes']:,}",
-                         m["path"]])
+                         *([] if one_source else [m["latency_table"]["source"]]),
+                         "-" if m.get("accuracy") is None else f"{m['accuracy']:.2%}", _size(m["size_bytes"])])
         else:
-            rows.append([m["platform"], m["format"], f"FAILED: {m.get('reason', '')}", "", "", "", "", "", ""])
+            rows.append([m["platform"], m["format"], "FAILED", "", "", *([] if one_source else [""]), "", ""])
     ck = manifest.get("checkpoint", {})
-    console.print(table_(f"{zoo} (checkpoint {ck.get('file', '?')} {str(ck.get('sha256', ''))[:12]})",
-                         ["platform", "format", "status", "predicted ms", "budget ms", "table", "accuracy",
-                          "bytes", "path"], rows))
+    console.print(table_(f"{zoo} (checkpoint {ck.get('file', '?')} {str(ck.get('sha256', ''))[:12]}"
+                         + (f"; latency tables: {next(iter(sources))}" if len(sources) == 1 else "") + ")"
+                         + ("" if verbose else "; files: --verbose"),
+                         ["platform", "format", "status", "predicted\nms", "budget\nms",
+                          *([] if one_source else ["table"]), "accuracy", "size"], rows, wrap=("table",)))
+    for m in manifest["models"]:
+        if m["status"] != "ok":
+            console.print(f"FAILED {m['platform']}/{m['format']}: {m.get('reason', '')}", highlight=False)
+        elif verbose:
+            console.print(f"{m['platform']}/{m['format']}: {m['path']} ({m['size_bytes']:,} bytes, sha256 "
+                          f"{m['sha256']})", highlight=False)
     return None
+
+
+def _size(n_bytes: int) -> str:
+    """A file size for a table cell: 1.17 MB, 580 kB (exact bytes: --verbose, --json)."""
+    return f"{n_bytes / 1e6:.2f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:.0f} kB"
 
 
 @zoo_app.command("show")
@@ -879,24 +929,30 @@ def zoo_show(zoo: Annotated[Path, typer.Argument(help="Zoo directory.")],
                            "models": models})
     if info is not None:
         chosen = info["chosen"]
+        order = [v["name"] for v in manifest.get("arch", {}).get("variables", [])]
         rows = [["runtime", info["runtime"]], ["budget", f"{info['budget_ms']:g} ms"],
                 ["latency table", info["latency_table"]["source"]],
                 ["predicted latency", f"{chosen['predicted_latency_ms']:.4f} ms"],
                 ["loss proxy", f"{chosen['loss_proxy']:.4f}"], ["MACs", f"{chosen['macs']:,}"],
-                ["width config", _config_rows(chosen["config"])]]
-        console.print(table_(f"{platform}: search", ["field", "value"], rows))
+                ["width config", _config_rows(chosen["config"], order)]]
+        console.print(table_(f"{platform}: search", ["field", "value"], rows, wrap=("value",)))
     rows = []
     for m in models:
         if m["status"] == "ok":
             val = m["validation"]
-            rows.append([m["format"], "ok", m["path"], f"{m['size_bytes']:,}", m.get("precision", ""),
+            rows.append([m["format"], "ok", m.get("precision", ""),
                          "-" if m.get("accuracy") is None else f"{m['accuracy']:.2%}",
                          "-" if val.get("max_abs_diff") is None else f"{val['max_abs_diff']:.2e}",
-                         f"{m['parameters']:,}", m["sha256"][:16]])
+                         f"{m['parameters']:,}", f"{m['size_bytes']:,}"])
         else:
-            rows.append([m["format"], f"FAILED: {m.get('reason', '')}", "", "", "", "", "", "", ""])
-    console.print(table_(f"{platform}: models", ["format", "status", "path", "bytes", "precision", "accuracy",
-                                                 "max |diff|", "parameters", "sha256"], rows))
+            rows.append([m["format"], "FAILED", "", "", "", "", ""])
+    console.print(table_(f"{platform}: models", ["format", "status", "precision", "accuracy", "max\n|diff|",
+                                                 "parameters", "bytes"], rows))
+    for m in models:
+        if m["status"] == "ok":
+            console.print(f"{m['format']}: {m['path']}\n  sha256 {m['sha256']}", highlight=False)
+        else:
+            console.print(f"{m['format']}: FAILED: {m.get('reason', '')}", highlight=False)
     return None
 
 

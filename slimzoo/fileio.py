@@ -140,10 +140,38 @@ def write_text(path: Path | str, text: str) -> Path:
     return Path(path)
 
 
+class KeepOrder(dict):  # type: ignore[type-arg]
+    """A dict whose key order means something (a width config: the network's order, stem first, head last).
+
+    The JSON writers (:func:`write_json`, :func:`strict_json`) sort every other dict's keys, so the same data
+    gives the same bytes; a ``KeepOrder`` is written in its own order (deterministic too), where sorting would put
+    ``b10`` before ``b2`` and ``head`` before ``stem``. Hashes of JSON data (a manifest's ``content_hash``) sort
+    every key themselves and are unaffected."""
+
+    __slots__ = ()
+
+
+# Keys whose dict value is a width config: kept in the order it has, also once read back from a JSON file (where
+# it arrives as a plain dict, still in network order) or copied with ``dict()``.
+ORDERED_KEYS = frozenset({"config", "width_config"})
+
+
+def json_order(data: Any, keep: bool = False) -> Any:
+    """``data`` with every dict's keys sorted, except a :class:`KeepOrder` (or ``keep``) dict and a dict held
+    under one of :data:`ORDERED_KEYS`, which keep their own order. Dicts inside those are sorted as usual."""
+    if isinstance(data, dict):
+        items = data.items() if keep or isinstance(data, KeepOrder) else sorted(data.items(), key=lambda kv: kv[0])
+        return {k: json_order(v, isinstance(k, str) and k in ORDERED_KEYS) for k, v in items}
+    if isinstance(data, (list, tuple)):
+        return [json_order(v) for v in data]
+    return data
+
+
 def write_json(path: Path | str, data: Any) -> Path:
-    """Atomically write ``data`` as indented, key-sorted JSON (deterministic bytes for the same data)."""
+    """Atomically write ``data`` as indented JSON, keys sorted except a width config's (:func:`json_order`):
+    deterministic bytes for the same data."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(json_order(data), indent=2) + "\n")
     return Path(path)
 
 
@@ -161,8 +189,9 @@ def finite_only(data: Any) -> Any:
 
 
 def strict_json(data: Any) -> str:
-    """Indented, key-sorted, strict JSON text (see :func:`finite_only`); other objects as ``str()``."""
-    return json.dumps(finite_only(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+    """Indented, strict JSON text (see :func:`finite_only`), keys sorted except a width config's
+    (:func:`json_order`); other objects as ``str()``."""
+    return json.dumps(finite_only(json_order(data)), indent=2, default=str, allow_nan=False)
 
 
 def tree_size(path: Path | str) -> int:

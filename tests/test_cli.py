@@ -39,7 +39,9 @@ def test_list_platforms_json_has_every_builtin() -> None:
 def test_list_platforms_table() -> None:
     proc = slimzoo("list-platforms")
     assert proc.returncode == 0, proc.stderr
-    assert "iphone12" in proc.stdout and "Apple A14" in proc.stdout and "estimated" in proc.stdout
+    assert "iphone12" in proc.stdout and "iPhone 12" in proc.stdout and "estimated" in proc.stdout
+    proc = slimzoo("list-platforms", "--verbose")  # vendor, SoC and the platform file
+    assert proc.returncode == 0 and "iphone12: vendor Apple; SoC Apple A14" in proc.stdout, proc.stderr
 
 
 def test_search_meets_budget_and_beats_or_ties_uniform() -> None:

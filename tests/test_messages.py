@@ -48,3 +48,23 @@ def test_format_and_layout_names_ignore_case() -> None:
                                  "--budget", "-1", "--out", "/nonexistent/never"], env={"COLUMNS": "200"})
     text = " ".join(r.stderr.split())
     assert r.exit_code == 2 and "budget must be a finite number of ms > 0, got -1" in text, text
+
+
+@pytest.mark.parametrize("mode", [["--platform", "iphone12"], ["--all-platforms"]])
+@pytest.mark.parametrize("budget, code, fragment", [
+    ("abc", 2, "--budget: expected a latency in ms, got 'abc'"),
+    ("-1", 2, "got '-1'"),
+    ("nan", 2, "got 'nan'"),
+    ("1e999", 2, "got '1e999'"),
+    ("0", 2, "budget must be a finite number of ms > 0, got 0"),
+    ("0.00001", 1, "infeasible: the fastest configuration takes"),  # a budget no config meets
+])
+def test_every_search_budget_error_is_one_line_with_the_readmes_exit_code(mode: list[str], budget: str, code: int,
+                                                                        fragment: str) -> None:
+    """README: one line on stderr, 2 for bad input, 1 for a budget no configuration meets; never click's usage
+    box (the budget is parsed by slimzoo, not click) and never a traceback."""
+    r = CliRunner().invoke(app, ["search", *mode, "--budget", budget], env={"COLUMNS": "80"})
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr, r.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.stderr
+    assert "Usage" not in r.stderr and "Traceback" not in r.stderr + r.stdout and r.stdout == ""

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from slimzoo.errors import ConfigError, suggest
+from slimzoo.fileio import KeepOrder
 
 LayerKind = Literal["conv", "dwconv", "pool_linear"]
 Channels = str | int  # a width variable's name, or a fixed channel count
@@ -125,7 +126,9 @@ class WidthConfig(Mapping[str, int]):
         return f"WidthConfig({self._values})"
 
     def to_json(self) -> dict[str, int]:
-        return dict(self._values)
+        """The config as a dict in network order (the spec's variable order), which the JSON writers keep
+        (:class:`slimzoo.fileio.KeepOrder`): ``b2`` before ``b10``, ``stem`` first, ``head`` last."""
+        return KeepOrder(self._values)
 
 
 @dataclass(frozen=True)
