@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_one_line_error
 
 from slimzoo.zoo.checkpoint import default_checkpoint_path
 
@@ -16,15 +17,6 @@ from slimzoo.zoo.checkpoint import default_checkpoint_path
 def slimzoo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "slimzoo.cli", *args], capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "200", **(env or {})}, cwd=cwd, timeout=600)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    text = " ".join(proc.stderr.split())
-    assert text.startswith("error:"), proc.stderr
-    for fragment in fragments:
-        assert fragment in text, (fragment, proc.stderr)
 
 
 def test_list_platforms_json_has_every_builtin() -> None:

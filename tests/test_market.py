@@ -8,27 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import assert_one_line_error, cli
 
 from slimzoo import api
-from slimzoo.cli import app
 from slimzoo.errors import RegistryError
 from slimzoo.platforms import load_registry
 from slimzoo.platforms.market import crp_tables, crp_weights, load_weights_file, normalise_weights
 
 PHONES = ["iphone12", "galaxy-s21", "lg-velvet", "moto-g-power", "pixel5"]
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_one_line_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    text = " ".join(result.stderr.split())
-    assert text.startswith("error:") and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in text, (fragment, result.stderr)
 
 
 def test_crp_tables_seat_everyone_and_are_seeded() -> None:

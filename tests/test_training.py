@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_helpers import assert_one_line_error, cli
 
 from slimzoo import api
-from slimzoo.cli import app
 from slimzoo.errors import BudgetError, CheckpointError, ConfigError, DatasetError
 from slimzoo.platforms import load_registry
 from slimzoo.search.tree import compile_tree, decode, min_sum
@@ -65,18 +64,6 @@ def targets_for(spec, names=("iphone12", "galaxy-s21"), weights=(0.7, 0.3)):
         table = registry.latency_table(registry.get(name), spec)
         out.append(Target(name, w, api.build_problem(spec, table, zero, registry.budget_ms(name, spec, table))))
     return out
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_one_line_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    text = " ".join(result.stderr.split())
-    assert text.startswith("error:") and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in text, (fragment, result.stderr)
 
 
 # -- strategies ---------------------------------------------------------------------------------------------
