@@ -3,7 +3,11 @@
 What is written:
 
 * precision ``fp16`` (default, as Core ML itself does) or ``fp32``: the ML program's compute precision, which
-  is also the precision its weights are stored in;
+  is also the precision its weights are stored in; ``int8``: an fp16 program whose conv and linear weights are
+  then quantized by ``coremltools.optimize.coreml.linear_quantize_weights`` (int8, symmetric, one scale per output
+  channel, every weight whatever its size), stored as ``constexpr_affine_dequantize`` ops (iOS 16) that Core ML
+  expands at load. Activations stay fp16: coremltools calibrates activation quantization by running the model,
+  which needs macOS, so ``ExportOptions.calibration`` is not used;
 * input ``tensor`` (default: a float32 multi-array named ``input``, NCHW, already normalised) or ``image`` (a
   grayscale/RGB image named ``input``; the checkpoint's normalisation is folded into Core ML's image
   preprocessing: ``x_norm = x_pixel * scale + bias`` with ``scale = 1 / (255 std)`` and ``bias = -mean / std``);
@@ -15,12 +19,15 @@ BatchNorm is folded into the preceding convolution *here*, in PyTorch (``torch.n
 conversion, so that every weight the package stores is a tensor slimzoo can recompute exactly from the sliced
 module: :meth:`CoreMLExporter.inspect` reads the package back through coremltools (the ML program, loaded from
 the package's spec and weight blob) and compares every stored conv/linear weight and bias with the folded
-PyTorch tensor, bit for bit in fp32 and to the float16 rounding in fp16. It also checks the program's structure
-against the sliced module's traced graph (:meth:`CoreMLExporter._check_structure`): op types and counts, every
-convolution's strides, padding, dilation, groups, channel counts and output shape in call order, and every
-residual add. Those checks, with the package's inputs/outputs, are what validation can do on Linux, where Core
-ML cannot predict: they establish that the program computes the same function as PyTorch *in exact
-arithmetic*, not how far fp16 arithmetic on the device drifts from it. The sidecar's ``not_verified`` says so.
+PyTorch tensor, bit for bit in fp32, to the float16 rounding in fp16, and in int8 every weight within half a
+quantization step (plus the float16 rounding of its scale) of the PyTorch weight, with each channel's scale the
+one its largest weight gives (max |w| / 127: the whole int8 range used, not a wrong scale). It also checks the
+program's structure against the sliced module's traced graph (:meth:`CoreMLExporter._check_structure`): op
+types and counts, every convolution's strides, padding, dilation, groups, channel counts and output shape in call
+order, and every residual add. Those checks, with the package's inputs/outputs, are what validation can do on
+Linux, where Core ML cannot predict: they establish that the program computes the same function as PyTorch *in
+exact arithmetic* (int8: with the stored, quantized weights), not how far fp16 arithmetic on the device drifts
+from it. The sidecar's ``not_verified`` says so.
 On macOS the predictions are compared with PyTorch as well (with the fp16 PSNR floor), through the shared routine.
 """
 
@@ -35,7 +42,7 @@ import torch
 from torch import nn
 
 from slimzoo.errors import ExportError
-from slimzoo.exporters.base import (Exporter, ExportOptions, Inspection, Runner, fold_batchnorm, quiet,
+from slimzoo.exporters.base import (Exporter, ExportOptions, Inspection, Runner, fold_batchnorm, int8_facts, quiet,
                                     register_exporter)
 
 DEPLOYMENT_TARGET = "iOS16"  # ML programs need iOS 15; iOS 16 adds fp16 inputs/outputs and is what we state
@@ -49,6 +56,9 @@ NO_PREDICTION_NOTE = ("numerics not run: Core ML prediction needs macOS (coremlt
                       "and shapes, every stored weight against the sliced PyTorch weights, and the program's "
                       "structure (op types, conv strides/padding/groups/channels/output shapes, residual adds) "
                       "against the sliced PyTorch graph")
+QUANTIZED_WEIGHT_OPS = {"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"}  # int8 weight -> float
+INT8_WEIGHT_STEP_SLACK = 0.6  # |dequantized - PyTorch| <= 0.6 step: round-to-nearest (0.5) + the scale's fp16 rounding
+INT8_SCALE_RTOL = 0.01  # a channel's scale within 1% of max |w| / 127 (fp16 rounding of the scale is 0.05%)
 NOT_VERIFIED_WITHOUT_PREDICTION = [
     "{precision} arithmetic: how far Core ML's {precision} computation on the device (CPU, GPU or Neural Engine) "
     "drifts from PyTorch is measured only by a prediction, which needs macOS; the structure and weight checks hold "
@@ -107,12 +117,13 @@ class CoreMLExporter(Exporter):
     name = "coreml"
     suffix = ".mlpackage"
     atol = 1e-4
-    precisions = ("fp16", "fp32")
+    precisions = ("fp16", "fp32", "int8")
     default_precision = "fp16"
     layouts = ("nchw",)
     default_layout = "nchw"
     input_types = ("tensor", "image")
     default_input_type = "tensor"
+    calibrates = False  # int8 is weights only here: activation calibration runs the model, which needs macOS
 
     def export(self, module: nn.Module, example_input: torch.Tensor, path: Path, options: ExportOptions) -> None:
         options = self.resolve(options)
@@ -142,13 +153,15 @@ class CoreMLExporter(Exporter):
             classifier = (ct.ClassifierConfig(list(options.class_names), predicted_feature_name=LABEL_NAME)
                           if options.class_names is not None else None)
             outputs = None if classifier is not None else [ct.TensorType(name=LOGITS_NAME, dtype=np.float32)]
-            precision = ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32
+            precision = ct.precision.FLOAT32 if options.precision == "fp32" else ct.precision.FLOAT16
             try:
                 traced = torch.jit.trace(folded, example)
                 mlmodel = ct.convert(traced, inputs=inputs, outputs=outputs, classifier_config=classifier,
                                      convert_to="mlprogram", compute_precision=precision,
                                      minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
                                      skip_model_load=not can_predict())
+                if options.precision == "int8":
+                    mlmodel = _quantize_weights(mlmodel)
             except ExportError:
                 raise
             except Exception as exc:  # the converter raises many types; the user gets one line
@@ -201,9 +214,17 @@ class CoreMLExporter(Exporter):
 
     def describe(self, options: ExportOptions) -> dict[str, Any]:
         options = self.resolve(options)
-        return {"minimum_deployment_target": DEPLOYMENT_TARGET, "model_type": "mlprogram",
-                "input_type": options.input_type,
-                "outputs": [LABEL_NAME, PROBS_NAME] if options.class_names is not None else [LOGITS_NAME]}
+        facts = {"minimum_deployment_target": DEPLOYMENT_TARGET, "model_type": "mlprogram",
+                 "input_type": options.input_type,
+                 "outputs": [LABEL_NAME, PROBS_NAME] if options.class_names is not None else [LOGITS_NAME]}
+        if options.precision == "int8":
+            facts.update(int8_facts(
+                options, "coremltools.optimize.coreml.linear_quantize_weights (constexpr_affine_dequantize, "
+                         "BatchNorm folded first)",
+                "int8, symmetric, per output channel (every conv and linear weight)",
+                "float16 (not quantized: coremltools calibrates activation ranges by running the model, which "
+                "needs macOS)", calibrated=False))
+        return facts
 
     def inspect(self, path: Path, reference: nn.Module, example_input: torch.Tensor,
                 options: ExportOptions) -> Inspection:
@@ -232,8 +253,8 @@ class CoreMLExporter(Exporter):
         self._check_weights(program, folded, example, options, result)
         self._check_structure(program, folded, example, options, result)
         if not can_predict():
-            result.not_verified += [line.format(precision=options.precision)
-                                    for line in NOT_VERIFIED_WITHOUT_PREDICTION]
+            label = "int8-weight (fp16 activation)" if options.precision == "int8" else options.precision
+            result.not_verified += [line.format(precision=label) for line in NOT_VERIFIED_WITHOUT_PREDICTION]
         return result
 
     def versions(self) -> dict[str, str]:
@@ -323,7 +344,9 @@ class CoreMLExporter(Exporter):
         preprocessing, which must equal the folded mean/std)."""
         fail = result.failures.append
         n_failures = len(result.failures)
-        dtype = np.float16 if options.precision == "fp16" else np.float32
+        dtype = np.float32 if options.precision == "fp32" else np.float16
+        int8 = options.precision == "int8"
+        n_quantized = n_quantizing_ops = 0
         layers = expected_layers(folded, example)
         queues = {"conv": [l for l in layers if l[0] == "conv"], "linear": [l for l in layers if l[0] == "linear"]}
         seen = {"conv": 0, "linear": 0}
@@ -332,6 +355,9 @@ class CoreMLExporter(Exporter):
         preprocessing: dict[str, np.ndarray] = {}
         for op in _operations(program):
             if op.op_type == "const":
+                continue
+            if op.op_type in QUANTIZED_WEIGHT_OPS:  # checked where its conv/linear consumes it
+                n_quantizing_ops += 1
                 continue
             if op.op_type in queues:
                 queue, index = queues[op.op_type], seen[op.op_type]
@@ -344,6 +370,20 @@ class CoreMLExporter(Exporter):
                 for param in ("weight", "bias"):
                     var = op.inputs.get(param)
                     tensor = getattr(layer, param)
+                    if var is not None and var.op is not None and var.op.op_type in QUANTIZED_WEIGHT_OPS:
+                        n_quantized += 1
+                        want = tensor.detach().numpy() if tensor is not None else None
+                        problem = (f"stored quantized ({var.op.op_type}) in an {options.precision} package"
+                                   if not int8 or param != "weight" or want is None
+                                   else _compare_int8(var.op, want))
+                        n_tensors += 1
+                        n_values += int(np.prod(var.shape))
+                        if problem:
+                            fail(f"{layer_name}.{param} (op '{op.name}'): {problem}")
+                        continue
+                    if int8 and param == "weight" and var is not None:
+                        fail(f"{layer_name}.weight (op '{op.name}'): not quantized to int8")
+                        continue
                     if var is None or var.val is None:
                         if tensor is not None and param == "weight":
                             fail(f"{layer_name}.{param}: not stored as a constant in op '{op.name}'")
@@ -381,7 +421,14 @@ class CoreMLExporter(Exporter):
             if seen[kind] != len(queue):
                 fail(f"the package has {seen[kind]} {kind} ops, the sliced PyTorch model {len(queue)} "
                      f"{kind} layers")
-        if len(result.failures) == n_failures:
+        if n_quantizing_ops != n_quantized:
+            fail(f"the package has {n_quantizing_ops} quantized tensors, {n_quantized} of them conv/linear weights")
+        if len(result.failures) == n_failures and int8:
+            result.checks.append(f"every conv/linear weight is int8 with one scale per output channel, within half a "
+                                 f"step of the sliced PyTorch weight, each scale max |w| / 127 ({n_quantized} "
+                                 f"weights; {n_tensors} tensors, {n_values:,} values; biases to float16 rounding; "
+                                 f"BN folded)")
+        elif len(result.failures) == n_failures:
             result.checks.append(f"every stored weight equals the sliced PyTorch weight ({n_tensors} tensors, "
                                  f"{n_values:,} values; BN folded; "
                                  f"{'to float16 rounding' if dtype is np.float16 else 'bit-exact float32'})")
@@ -415,7 +462,7 @@ class CoreMLExporter(Exporter):
         fail = result.failures.append
         n_failures = len(result.failures)
         ref = reference_structure(folded, example)
-        ops = [op for op in _operations(program) if op.op_type not in BOOKKEEPING_OPS]
+        ops = [op for op in _operations(program) if op.op_type not in BOOKKEEPING_OPS | QUANTIZED_WEIGHT_OPS]
         if options.input_type == "image":  # the folded mean/std: x * scale + bias, checked by the weight check
             ops = [op for op in ops if not op.name.startswith((f"{INPUT_NAME}__scaled__", f"{INPUT_NAME}__biased__"))]
         got_types = collections.Counter(op.op_type for op in ops)
@@ -543,6 +590,49 @@ def _operations(program: Any) -> list[Any]:
 
     walk(program.functions["main"])
     return out
+
+
+def _quantize_weights(mlmodel: Any) -> Any:
+    """``mlmodel`` with every conv/linear weight int8, symmetric, per output channel (coremltools' own
+    quantizer; ``weight_threshold=0`` so small depthwise kernels are quantized too)."""
+    import coremltools.optimize.coreml as cto
+
+    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0))
+    return cto.linear_quantize_weights(mlmodel, config)
+
+
+def _compare_int8(op: Any, want: np.ndarray) -> str:
+    """'' when the quantized weight made by ``op`` is ``want`` quantized to int8, symmetric, per output channel:
+    every value within :data:`INT8_WEIGHT_STEP_SLACK` of a step of ``want``, and every channel's scale
+    max |w| / 127 (so a wrong but self-consistent scale fails too); else what differs."""
+    values = {k: np.asarray(v.val) for k, v in op.inputs.items() if v is not None and v.val is not None}
+    if op.op_type != "constexpr_affine_dequantize" or not {"quantized_data", "scale", "zero_point"} <= set(values):
+        return f"stored as {op.op_type}, not the int8 per-channel form this check reads"
+    q, scale, zero_point = values["quantized_data"], values["scale"].astype(np.float64), values["zero_point"]
+    axis = int(values.get("axis", np.asarray(0)))
+    if q.dtype != np.int8:
+        return f"stored as {q.dtype}, expected int8"
+    if q.shape != want.shape:
+        return f"shape {list(q.shape)} != {list(want.shape)}"
+    if axis != 0 or scale.shape != (want.shape[0],):
+        return f"scales of shape {list(scale.shape)} on axis {axis}, not one per output channel"
+    if np.any(zero_point != 0):
+        return "non-zero zero points (not symmetric)"
+    step = scale.reshape((-1,) + (1,) * (want.ndim - 1))
+    weights = want.astype(np.float64)
+    err = np.abs(q.astype(np.float64) * step - weights)
+    far = err > INT8_WEIGHT_STEP_SLACK * step + 1e-12
+    if far.any():
+        return (f"{int(far.sum())} of {q.size} values are more than half a quantization step from the PyTorch "
+                f"weight (max |diff| {float(err.max()):.3g})")
+    peak = np.abs(weights).reshape(len(weights), -1).max(axis=1)
+    off = (peak > 0) & (np.abs(scale - peak / 127.0) > INT8_SCALE_RTOL * peak / 127.0)
+    if off.any():
+        worst = int(np.argmax(np.where(off, np.abs(scale * 127.0 / np.maximum(peak, 1e-30) - 1.0), 0.0)))
+        return (f"{int(off.sum())} of {len(scale)} channel scales are not max |w| / 127 (channel {worst}: "
+                f"{scale[worst]:.3g} vs {peak[worst] / 127.0:.3g})")
+    return ""
 
 
 def _compare(stored: np.ndarray, want: np.ndarray, dtype: type) -> str:
