@@ -489,7 +489,11 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("zoo"),
     budget: Annotated[float | None, typer.Option(help="Latency budget in ms (default: the platform's).")] = None,
     precision: Annotated[str | None, typer.Option(
-        help="fp32 or fp16 where the format offers it (default: the format's own: coreml fp16, others fp32).")] = None,
+        help="fp32, fp16 or int8 where the format offers it (default: the format's own: coreml fp16, others "
+             "fp32). int8 is calibrated on training images and refused if top-1 drops > 1 point.")] = None,
+    io: Annotated[str | None, typer.Option(
+        "--io", help="tflite int8 only: float (default; quantize/dequantize inside the model) or int8 input "
+                     "and output.")] = None,
     layout: Annotated[str | None, typer.Option(
         help="Input layout, nchw or nhwc where the format offers it (default: tflite nhwc, others nchw).")] = None,
     input_type: Annotated[str | None, typer.Option(
@@ -507,7 +511,8 @@ def export(
     # appears with the first stage, so a refused option is not preceded by one
     with _lazy_bar(f"exporting {platform} as {fmt}") as progress:
         result = api.export_platform(platform, fmt, out, budget, checkpoint, registry, precision, layout,
-                                     input_type=input_type, verbose=verbose, data_dir=data_dir, progress=progress)
+                                     input_type=input_type, verbose=verbose, data_dir=data_dir, progress=progress,
+                                     io=io)
     if as_json:
         return print_json(result.sidecar)
     side, val = result.sidecar, result.sidecar["validation"]

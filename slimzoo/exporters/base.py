@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import math
 import os
@@ -24,15 +25,32 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from slimzoo.errors import ExportError, ValidationError, suggest
 
 Runner = Callable[[np.ndarray], np.ndarray]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def no_grad(fn: F) -> F:
+    """``torch.no_grad()`` as a decorator that imports torch only when called: importing an exporter module stays
+    torch-free, so a zoo build that reuses every model (and the gate) never pays torch's import."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 FP16_MIN_TOP1_AGREEMENT = 0.99  # fp16 weights: same top-1 as PyTorch on at least this share of validation images
@@ -223,12 +241,18 @@ class Exporter(ABC):
         return {}
 
     def versions(self) -> dict[str, str]:
-        """Versions of the tools this format used (recorded in sidecars and manifests)."""
-        return {"torch": torch.__version__}
+        """Versions of the tools this format used (recorded in sidecars and manifests; part of build-zoo's cache
+        key). Read from the installed distributions' metadata, not by importing them: a warm build asks for
+        every format's versions and should not pay torch's import to learn that nothing changed."""
+        from importlib.metadata import version
+
+        return {"torch": version("torch")}
 
 
 def _as_images(value: Any) -> np.ndarray:
     """Calibration images as one float32 array: an array, a tensor, or a list of batches (concatenated)."""
+    import torch
+
     if isinstance(value, (list, tuple)):
         parts = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in value]
         value = np.concatenate(parts, axis=0) if parts else np.zeros((0,), np.float32)
@@ -290,6 +314,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     Converters fold BN anyway; doing it here first halves litert-torch's conversion time (fewer ops to
     decompose) and is deterministic: folding the same module twice gives bit-identical tensors, which is what
     lets the Core ML weight check compare stored weights exactly."""
+    from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     folded = copy.deepcopy(module).eval()
@@ -393,7 +418,7 @@ def mean_softmax_kl(expected: np.ndarray, got: np.ndarray) -> float:
     return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1)))
 
 
-@torch.no_grad()
+@no_grad
 def validate_against_reference(fmt: str, reference: nn.Module, candidate: Runner | None,
                                random_inputs: np.ndarray, val_inputs: np.ndarray | None = None,
                                val_labels: np.ndarray | None = None, atol: float | None = 1e-4,
@@ -411,6 +436,8 @@ def validate_against_reference(fmt: str, reference: nn.Module, candidate: Runner
     refuses an exported model whose top-1 on the validation split is more than that many points below PyTorch's.
     ``precision`` and ``calibration_images`` are recorded. What could not be checked goes to ``not_verified``.
     Raises :class:`ValidationError` listing every failed stage; returns the report otherwise."""
+    import torch
+
     if psnr_split not in NUMERIC_SPLITS:
         raise ValueError(f"psnr_split must be one of {NUMERIC_SPLITS}, got {psnr_split!r}")
     inspection = inspection or Inspection()

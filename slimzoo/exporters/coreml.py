@@ -35,15 +35,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from slimzoo.errors import ExportError
-from slimzoo.exporters.base import (Exporter, ExportOptions, Inspection, Runner, fold_batchnorm, int8_facts, quiet,
-                                    register_exporter)
+from slimzoo.exporters.base import (Exporter, ExportOptions, Inspection, Runner, fold_batchnorm, int8_facts,
+                                    no_grad, quiet, register_exporter)
 
 DEPLOYMENT_TARGET = "iOS16"  # ML programs need iOS 15; iOS 16 adds fp16 inputs/outputs and is what we state
 MIN_SPEC_VERSION = 7  # Core ML specification version of iOS 16 / macOS 13
@@ -78,10 +80,12 @@ def can_predict() -> bool:
     return sys.platform == "darwin"
 
 
-@torch.no_grad()
+@no_grad
 def expected_layers(module: nn.Module, example_input: torch.Tensor) -> list[tuple[str, str, nn.Module]]:
     """``(kind, name, module)`` of every conv and linear layer of ``module``, in the order forward calls them
     (the order the converted program computes them in)."""
+    from torch import nn
+
     names = {m: n for n, m in module.named_modules()}
     calls: list[tuple[str, str, nn.Module]] = []
 
@@ -126,6 +130,8 @@ class CoreMLExporter(Exporter):
     calibrates = False  # int8 is weights only here: activation calibration runs the model, which needs macOS
 
     def export(self, module: nn.Module, example_input: torch.Tensor, path: Path, options: ExportOptions) -> None:
+        import torch
+
         options = self.resolve(options)
         example = example_input[:1].float()
         if example.ndim != 4:
@@ -231,6 +237,8 @@ class CoreMLExporter(Exporter):
         """Read the package back through coremltools and check what needs no Core ML runtime: it loads, it is
         an ML program for the stated target, inputs/outputs/labels/metadata are as written, and every stored
         weight equals the (BN-folded) sliced PyTorch weight it came from."""
+        import torch
+
         options = self.resolve(options)
         result = Inspection(note="" if can_predict() else NO_PREDICTION_NOTE.format(platform=sys.platform))
         with quiet(options.verbose):
@@ -342,6 +350,8 @@ class CoreMLExporter(Exporter):
         """Walk the ML program in order; every conv/linear op's weight and bias must equal the next expected
         PyTorch layer's, and no other tensor-valued float constant may be stored (except the image
         preprocessing, which must equal the folded mean/std)."""
+        import torch
+
         fail = result.failures.append
         n_failures = len(result.failures)
         dtype = np.float32 if options.precision == "fp32" else np.float16
@@ -500,11 +510,14 @@ class CoreMLExporter(Exporter):
                                  f"{len(residual_shapes)} residual adds at the same shapes")
 
 
-@torch.no_grad()
+@no_grad
 def reference_structure(module: nn.Module, example: torch.Tensor) -> dict[str, Any]:
     """What the program must contain, from the module itself: per conv/linear layer in call order its
     hyper-parameters and output shape (forward hooks), the traced graph's node kinds (what the converter
     sees), and the shapes of its tensor + tensor adds (the residual connections), in order."""
+    import torch
+    from torch import nn
+
     names = {m: n for n, m in module.named_modules()}
     layers: list[dict[str, Any]] = []
 

@@ -17,11 +17,13 @@ import contextlib
 import io
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from slimzoo.exporters.base import (Exporter, ExportOptions, Runner, fold_batchnorm, int8_facts, quiet,
                                     register_exporter)
@@ -62,6 +64,8 @@ class OnnxExporter(Exporter):
 
     @staticmethod
     def _export_float(module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
+        import torch
+
         batch = torch.export.Dim("batch", min=1, max=4096)
         # The exporter reports its stages on stdout; keep the user's terminal for slimzoo's own output.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -109,8 +113,7 @@ class OnnxExporter(Exporter):
                           "uint8, per tensor, min/max ranges calibrated on training images")
 
     def versions(self) -> dict[str, str]:
-        import onnx
-        import onnxruntime
+        from importlib.metadata import version
 
-        return {**super().versions(), "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+        return {**super().versions(), "onnx": version("onnx"), "onnxruntime": version("onnxruntime"),
                 "opset": str(OPSET)}

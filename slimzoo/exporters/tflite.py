@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from slimzoo.errors import ExportError
 from slimzoo.exporters.base import (Exporter, ExportOptions, Inspection, Runner, fold_batchnorm, int8_facts, quiet,
@@ -47,16 +49,20 @@ CALIBRATION_BATCH = 128
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # their input 1 is the weight tensor
 
 
-class _Signature(nn.Module):
+def _signature(module: nn.Module, nhwc: bool) -> nn.Module:
     """``module`` with a named input (``input``, NHWC or NCHW) and a named output (``logits``)."""
+    from torch import nn
 
-    def __init__(self, module: nn.Module, nhwc: bool) -> None:
-        super().__init__()
-        self.module, self.nhwc = module, nhwc
+    class Signature(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module, self.nhwc = module, nhwc
 
-    def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002  (the signature's name)
-        x = input.permute(0, 3, 1, 2) if self.nhwc else input
-        return {OUTPUT_NAME: self.module(x)}
+        def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002  (the signature's name)
+            x = input.permute(0, 3, 1, 2) if self.nhwc else input
+            return {OUTPUT_NAME: self.module(x)}
+
+    return Signature()
 
 
 @register_exporter
@@ -71,13 +77,15 @@ class TFLiteExporter(Exporter):
     ios = ("float", "int8")
 
     def export(self, module: nn.Module, example_input: torch.Tensor, path: Path, options: ExportOptions) -> None:
+        import torch
+
         options = self.resolve(options)
         example = example_input[:1].float()
         if example.ndim != 4:
             raise ExportError(f"tflite: expected an NCHW example input, got shape {tuple(example.shape)}")
         nhwc = options.layout == "nhwc"
         calibration = self.calibration(options, example) if options.precision == "int8" else None
-        wrapped = _Signature(fold_batchnorm(module), nhwc).eval()
+        wrapped = _signature(fold_batchnorm(module), nhwc).eval()
         sample = example.permute(0, 2, 3, 1).contiguous() if nhwc else example
         facts = self._facts(options)
         with quiet(options.verbose):
@@ -223,6 +231,7 @@ class _Quantized:
 def _pt2e_quantized(wrapped: nn.Module, images: torch.Tensor) -> tuple[nn.Module, Any]:
     """``wrapped`` captured, observed on ``images`` (in the model's input layout) and converted to a PT2E
     quantize/dequantize graph, with the litert-torch config that lowers it statically."""
+    import torch
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,13 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
                     checkpoint: Path | None = None, registry_dir: Path | None = None,
                     precision: str | None = None, layout: str | None = None, solver: str = "exact",
                     seed: int = 0, input_type: str | None = None, verbose: bool = False,
-                    data_dir: Path | None = None, progress: ProgressFn = no_progress, *,
+                    data_dir: Path | None = None, progress: ProgressFn = no_progress, *, io: str | None = None,
                     workspace: Workspace | None = None, reproducible: bool = False) -> ExportResult:
     """Search, slice, recalibrate BN, export and validate one platform's model, then write its JSON sidecar.
 
     ``precision``, ``layout`` and ``input_type`` default (None) to the format's own defaults (Core ML: fp16;
-    TFLite: NHWC). ``progress(done, total, stage)`` names each stage (:data:`EXPORT_STAGES`) as it starts.
+    TFLite: NHWC). ``int8`` is calibrated on the same fixed, class-balanced training images BatchNorm re-estimation
+    uses; ``io`` (TFLite int8 only) makes the model's input and output int8 too. ``progress(done, total, stage)`` names each stage (:data:`EXPORT_STAGES`) as it starts.
     ``reproducible``: leave run-to-run facts (export time, the checkpoint's local path) out of the sidecar, so
     the same inputs write the same bytes (what a zoo's manifest hashes).
     """
@@ -49,9 +50,11 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
     from slimzoo.fileio import check_writable_dir
 
     # names and options are case-insensitive (NCHW is nchw); the exporters compare lower-case values
-    precision, layout, input_type = (None if v is None else v.strip().lower() for v in (precision, layout, input_type))
+    precision, layout, input_type, io = (None if v is None else v.strip().lower()
+                                         for v in (precision, layout, input_type, io))
     exporter = get_exporter(fmt)  # refuse an unknown or unbuilt format before any work
-    exporter.check_options(ExportOptions(precision=precision, layout=layout, input_type=input_type))
+    exporter.check_options(ExportOptions(precision=precision, layout=layout, input_type=input_type,
+                                         io=io))
     if budget is not None:
         check_budget(budget)  # the options in the order given: a bad budget is named before the folder
     check_writable_dir(out_dir)  # a file or a read-only place is refused now, not after the search and export
@@ -60,12 +63,13 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
     progress(0, total, EXPORT_STAGES[0])
     found = search(ws, platform, budget, solver)
     return export_found(ws, found, fmt, out_dir, precision=precision, layout=layout, seed=seed,
-                        input_type=input_type, verbose=verbose, progress=progress, reproducible=reproducible)
+                        input_type=input_type, io=io, verbose=verbose, progress=progress, reproducible=reproducible)
 
 
 def export_found(ws: Workspace, found: PlatformSearch, fmt: str, out_dir: Path, *, precision: str | None = None,
-                 layout: str | None = None, seed: int = 0, input_type: str | None = None, verbose: bool = False,
-                 progress: ProgressFn = no_progress, reproducible: bool = False) -> ExportResult:
+                 layout: str | None = None, seed: int = 0, input_type: str | None = None, io: str | None = None,
+                 verbose: bool = False, progress: ProgressFn = no_progress,
+                 reproducible: bool = False) -> ExportResult:
     """Export an answer the search already gave (:func:`export_platform` without the search)."""
     import torch
 
@@ -85,7 +89,10 @@ def export_found(ws: Workspace, found: PlatformSearch, fmt: str, out_dir: Path, 
                 "slimzoo.latency_table_source": found.table_source, "slimzoo.budget_ms": f"{found.budget_ms:g}",
                 "slimzoo.checkpoint_sha256": ws.sha256, "slimzoo.version": __version__}
     options = exporter.resolve(ExportOptions(precision=precision, layout=layout, input_type=input_type, mean=mean,
-                                             std=std, class_names=class_names, metadata=metadata, verbose=verbose))
+                                             std=std, class_names=class_names, metadata=metadata, verbose=verbose,
+                                             io=io))
+    if options.precision == "int8":
+        options = replace(options, calibration=ws.calibration_batches)
     model = ws.sliced(found.config)
     generator = torch.Generator().manual_seed(seed)
     shape = tuple(ws.meta.get("input_shape", data.input_shape))
