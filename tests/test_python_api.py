@@ -52,3 +52,20 @@ def test_build_zoo_loads_once_searches_once_slices_once(tmp_path: Path, monkeypa
     assert summary["failed"] == 0 and summary["built"] == 4, summary
     configs = {searching.search(ws, p).config for p in ("pixel5", "iphone12")}
     assert counts == {"load": 1, "solve": 2, "slice": len(configs)}, counts
+
+
+def test_warm_build_reuses_without_importing_torch(tmp_path: Path) -> None:
+    """Nothing changed: every pair is reused, and the build learns that without importing torch, onnx or
+    onnxruntime (their imports were most of a warm build's time)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "zoo"
+    assert api.build_zoo(out, platforms=["pixel5"], formats=["onnx"], measure=False)["built"] == 1
+    code = ("import json, sys; from pathlib import Path; from slimzoo import api\n"
+            f"s = api.build_zoo(Path({str(out)!r}), platforms=['pixel5'], formats=['onnx'], measure=False)\n"
+            "print(json.dumps([s['reused'], s['built'], "
+            "[m for m in ('torch', 'onnx', 'onnxruntime', 'coremltools') if m in sys.modules]]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[1, 0, []]", r.stdout
