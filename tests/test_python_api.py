@@ -54,18 +54,26 @@ def test_build_zoo_loads_once_searches_once_slices_once(tmp_path: Path, monkeypa
     assert counts == {"load": 1, "solve": 2, "slice": len(configs)}, counts
 
 
-def test_warm_build_reuses_without_importing_torch(tmp_path: Path) -> None:
+def test_warm_build_and_gate_never_import_torch(tmp_path: Path) -> None:
     """Nothing changed: every pair is reused, and the build learns that without importing torch, onnx or
-    onnxruntime (their imports were most of a warm build's time)."""
+    onnxruntime (their imports were most of a warm build's time); list-platforms, zoo list, check (without
+    --measure) and report need none of them either."""
+    import json
     import subprocess
     import sys
 
     out = tmp_path / "zoo"
     assert api.build_zoo(out, platforms=["pixel5"], formats=["onnx"], measure=False)["built"] == 1
-    code = ("import json, sys; from pathlib import Path; from slimzoo import api\n"
+    commands = [["list-platforms"], ["zoo", "list", str(out)], ["check", str(out)],
+                ["report", str(out), "--out", str(tmp_path / "report.html")]]
+    code = ("import json, sys; from pathlib import Path; from slimzoo import api; from slimzoo.cli import app\n"
+            f"for args in {commands!r}:\n"
+            "    try:\n        app(args, standalone_mode=False)\n    except SystemExit as e:\n"
+            "        assert not e.code, (args, e.code)\n"
             f"s = api.build_zoo(Path({str(out)!r}), platforms=['pixel5'], formats=['onnx'], measure=False)\n"
             "print(json.dumps([s['reused'], s['built'], "
             "[m for m in ('torch', 'onnx', 'onnxruntime', 'coremltools') if m in sys.modules]]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "[1, 0, []]", r.stdout
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [1, 0, []], r.stdout
+    assert (tmp_path / "report.html").is_file()
