@@ -48,8 +48,18 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="The checkpo
 def _root(threads: Annotated[str | None, typer.Option(
         "--threads", metavar="N", help="CPU threads for torch work (training, BN re-estimation, validation); default: "
                                  "every core this process may use, or $SLIMZOO_THREADS. Latency tables are "
-                                 "measured at `profile --threads` instead.")] = None) -> None:
+                                 "measured at `profile --threads` instead.")] = None,
+          family_module: Annotated[list[str] | None, typer.Option(
+        "--family-module", metavar="MODULE", help="Import this module (dotted name or .py file) for the network "
+                                                  "families it registers; repeatable; added to "
+                                                  "$SLIMZOO_FAMILY_MODULES (docs/families.md).")] = None) -> None:
     """Turn one slimmable checkpoint into a zoo of standalone per-device models."""
+    if family_module:
+        from slimzoo.zoo.registry import ENV_VAR as FAMILY_ENV_VAR
+
+        # through the environment, so the processes a command starts (build workers, the gate) see them too
+        known = [m for m in os.environ.get(FAMILY_ENV_VAR, "").split(",") if m]
+        os.environ[FAMILY_ENV_VAR] = ",".join(dict.fromkeys(known + [str(m) for m in family_module]))
     if threads is not None:
         from slimzoo.threads import ENV_VAR, compute_threads
 
@@ -165,6 +175,9 @@ def _float_list(text: str | None, option: str) -> tuple[float, ...] | None:
 @handle_errors
 def train(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.safetensors).")],
+    family: Annotated[str, typer.Option(help="Network family: mobilenetv2, mobilenetv3, or one a plugin "
+                                        "registers (slimzoo --family-module M; docs/families.md).")]
+    = "mobilenetv2",
     dataset: Annotated[str, typer.Option(help="fashion-mnist (Debian's dataset-fashion-mnist, or --data-dir), "
                                          "digits (embedded), cifar100 or imagefolder (need --data-dir).")]
     = "fashion-mnist",
@@ -187,7 +200,8 @@ def train(
     n_random: Annotated[int, typer.Option(help="Sampled configs per step besides largest and smallest (adaptive "
                                           "strategies sample one more instead of the smallest).", min=0)] = 2,
     seed: int = 0,
-    width_mult: Annotated[float, typer.Option(min=0.05, help="Width of the supernet's largest config.")] = 1.0,
+    width_mult: Annotated[float | None, typer.Option(min=0.05, help="Width of the supernet's largest config "
+                                                     "(default: the family's, 1).")] = None,
     multipliers: Annotated[str | None, typer.Option(help="Comma-separated width multipliers each variable may "
                                                     "take (default: 8 steps from 0.25 to 1).")] = None,
     input_size: Annotated[int | None, typer.Option(min=8, help="Input resolution (default: the dataset's "
@@ -218,7 +232,9 @@ def train(
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise fail(f"--device must be auto, cpu or cuda, got {device!r}")
     check_strategy(strategy)
-    spec_params: dict[str, Any] = {"width_mult": width_mult}
+    spec_params: dict[str, Any] = {}  # only what was given: a plugin family need not take every parameter
+    if width_mult is not None:
+        spec_params["width_mult"] = width_mult
     if stem_stride is not None:
         spec_params["stem_stride"] = stem_stride
     mults = _float_list(multipliers, "--multipliers")
@@ -231,7 +247,7 @@ def train(
     command = shlex.join(["slimzoo", "train", *sys.argv[2:]]) if len(sys.argv) > 1 else None
     main_rank = is_main_process()
     with (_lazy_bar(f"training ({strategy})") if main_rank and not as_json else _no_bar()) as progress:
-        summary = api.train(out, dataset, settings=settings, weights_dtype=weights_dtype, progress=progress,
+        summary = api.train(out, dataset, family, settings=settings, weights_dtype=weights_dtype, progress=progress,
                             command=command, data_dir=data_dir, spec_params=spec_params, input_size=input_size,
                             registry_dir=registry, platform=platform, platforms=_name_list(platforms),
                             weights_file=weights, resume=resume, log_path=log, device=device, init=init)

@@ -60,8 +60,7 @@ def test_static_twin_has_exactly_the_configured_channels(family: str) -> None:
     # (no module names assumed: a family registered tomorrow is checked the same way)
     got = [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.groups > 1)
            for m in static.modules() if isinstance(m, nn.Conv2d)]
-    want = [(*spec.channels(layer, config), layer.kernel, layer.stride, layer.kind == "dwconv")
-            for layer in spec.layers if layer.kind != "pool_linear"]
+    want = [conv for layer in spec.layers for conv in layer.convolutions(*spec.channels(layer, config))]
     assert got == want
     linears = [m for m in static.modules() if isinstance(m, nn.Linear)]
     heads = [layer for layer in spec.layers if layer.kind == "pool_linear"]

@@ -55,7 +55,7 @@ def mobilenetv2_spec(
     hw = input_size
     layers.append(LayerSpec("stem", "conv", in_channels, "stem", kernel=3, stride=stem_stride, in_hw=hw))
     hw = layers[-1].out_hw
-    prev = "stem"
+    prev, prev_layer = "stem", "stem"  # the width variable and the layer a block reads
     block = 0
     for stage, (t, c, n, s) in enumerate(MOBILENETV2_STAGES, start=1):
         out_var = f"stage{stage}"
@@ -75,11 +75,12 @@ def mobilenetv2_spec(
                 layers.append(LayerSpec(f"{name}.expand", "conv", prev, hidden, kernel=1, in_hw=hw))
             layers.append(LayerSpec(f"{name}.dw", "dwconv", hidden, hidden, kernel=3, stride=stride, in_hw=hw))
             hw = layers[-1].out_hw
-            layers.append(LayerSpec(f"{name}.project", "conv", hidden, out_var, kernel=1, in_hw=hw, act=False,
-                                    residual=residual))
-            prev = out_var
+            # a residual block's project adds the block's input to its output (a fused residual)
+            layers.append(LayerSpec(f"{name}.project", "conv", hidden, out_var, kernel=1, in_hw=hw, act=None,
+                                    inputs=(layers[-1].name, prev_layer) if residual else ()))
+            prev, prev_layer = out_var, f"{name}.project"
     head = make_divisible(last_channel * max(1.0, width_mult), 8)
     variables.append(WidthVariable("head", _choices(head, multipliers)))
     layers.append(LayerSpec("head", "conv", prev, "head", kernel=1, in_hw=hw))
-    layers.append(LayerSpec("classifier", "pool_linear", "head", num_classes, in_hw=hw, act=False))
+    layers.append(LayerSpec("classifier", "pool_linear", "head", num_classes, in_hw=hw, act=None))
     return ArchSpec("mobilenetv2", params, tuple(variables), tuple(layers), tuple(multipliers))

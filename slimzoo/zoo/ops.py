@@ -109,16 +109,26 @@ class SlimLinear(nn.Linear):
         return linear
 
 
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish}
+
+
+def make_activation(act: str | bool | None) -> nn.Module | None:
+    """The module of a spec activation (:data:`slimzoo.zoo.spec.ACTIVATIONS`); ``True`` is relu6, ``False`` and
+    None are no activation."""
+    act = {True: "relu6", False: None}.get(act, act) if isinstance(act, bool) else act
+    return None if act is None else ACTIVATION_MODULES[act]()
+
+
 class SlimConvBNAct(nn.Module):
-    """Conv + BN (+ ReLU6): the unit every MobileNet layer is made of. Its static twin is an ``nn.Sequential``
-    with the same child names (``conv``, ``bn``, ``act``), so state-dict keys line up."""
+    """Conv + BN (+ activation): the unit every MobileNet layer is made of. Its static twin is an
+    ``nn.Sequential`` with the same child names (``conv``, ``bn``, ``act``), so state-dict keys line up."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 depthwise: bool = False, act: bool = True) -> None:
+                 depthwise: bool = False, act: str | bool | None = True) -> None:
         super().__init__()
         self.conv = SlimConv2d(in_channels, out_channels, kernel_size, stride, depthwise=depthwise)
         self.bn = SlimBatchNorm2d(out_channels)
-        self.act = nn.ReLU6() if act else None
+        self.act = make_activation(act)
 
     def forward(self, x: Tensor, c_out: int | None = None) -> Tensor:
         x = self.bn(self.conv(x, c_out))
@@ -128,5 +138,39 @@ class SlimConvBNAct(nn.Module):
         parts: OrderedDict[str, nn.Module] = OrderedDict(conv=self.conv.to_static(c_in, c_out),
                                                          bn=self.bn.to_static(c_out))
         if self.act is not None:
-            parts["act"] = nn.ReLU6()
+            parts["act"] = type(self.act)()
         return nn.Sequential(parts)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018, as in MobileNetV3): ``x * hardsigmoid(fc2(relu(fc1(pool(x)))))``
+    with 1x1 convs as the FCs. The static twin of :class:`SlimSqueezeExcite`."""
+
+    def __init__(self, fc1: nn.Conv2d, fc2: nn.Conv2d) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.act, self.fc2, self.gate = fc1, nn.ReLU(), fc2, nn.Hardsigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+
+class SlimSqueezeExcite(nn.Module):
+    """Squeeze-and-excitation over the first ``c`` channels with the first ``c_mid`` reduction channels: both
+    widths are arguments (the spec's ``se`` layer: ``c_in`` = c, ``c_out`` = c_mid), the FCs are slimmable 1x1
+    convs with bias, so :meth:`to_static` slices them with the function ``forward`` uses."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = SlimConv2d(channels, reduced, 1, bias=True)
+        self.act = nn.ReLU()
+        self.fc2 = SlimConv2d(reduced, channels, 1, bias=True)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: Tensor, c_mid: int | None = None) -> Tensor:
+        scale = self.act(self.fc1(self.pool(x), c_mid))
+        return x * self.gate(self.fc2(scale, x.shape[1]))
+
+    def to_static(self, c: int, c_mid: int) -> SqueezeExcite:
+        return SqueezeExcite(self.fc1.to_static(c, c_mid), self.fc2.to_static(c_mid, c))
