@@ -1,7 +1,8 @@
 """Target platforms: the registry of devices, their market shares and budgets, and per-layer latency tables.
 
-``load_registry()`` gives the built-in and user platforms; ``Registry.latency_table(platform, spec)`` gives the
-table the search uses (measured on this machine if profiled, else a roofline estimate). The profiling functions
+``load_registry()`` gives the built-in and user platforms; ``Registry.latency_table(platform, spec, precision)``
+gives the table the search uses for a model of that precision (``fp32`` by default, ``int8``; measured on this
+machine if profiled, else a roofline estimate, whose int8 figure is an assumption it states). The profiling functions
 are exported lazily (module ``__getattr__``): importing this package never imports ONNX Runtime, ONNX, LiteRT or
 PyTorch, so the CLI starts fast (``tests/test_import_cost.py``).
 """

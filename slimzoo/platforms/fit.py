@@ -390,7 +390,7 @@ def fit_from_samples(spec: ArchSpec, prior: LatencyTable, samples: Sequence[Mapp
     table = LatencyTable(arch_key=prior.arch_key, platform=prior.platform, source="measured",
                          provenance=dict(prior.provenance), offset_ms=result.offset_ms, terms=result.terms,
                          spread=prior.spread, prior={"offset_ms": prior.offset_ms, "terms": dict(prior.terms)},
-                         samples=[dict(s) for s in samples], runtime=prior.runtime)
+                         samples=[dict(s) for s in samples], runtime=prior.runtime, precision=prior.precision)
     measured = [s["measured_ms"] for s in heldout]
     held = {"per_layer_sum": accuracy(_predict_all(prior, spec, heldout), measured),
             "fitted": accuracy(_predict_all(table, spec, heldout), measured)}

@@ -8,8 +8,13 @@ round orders, the scripts that time them with the vendor's own tool, and a READM
 table exactly as ``slimzoo profile`` does (:func:`slimzoo.platforms.fit.fit_from_samples`) and installs it as
 ``measured``, atomically, only once everything succeeded.
 
-Probe ids start with the kit id (the first 8 hex digits of the architecture key), so timings of another
-architecture's kit are recognised as such instead of silently fitted.
+Probe ids start with the kit id (the first 8 hex digits of the architecture key, followed by ``i8`` for an int8
+kit), so timings of another architecture's kit, or of the same architecture's kit of another precision, are
+recognised as such instead of silently fitted.
+
+``precision="int8"`` writes int8 probes (:mod:`slimzoo.platforms.probes`: QDQ ONNX models quantized by ONNX
+Runtime's ``quantize_static``, full-integer TFLite models) and the manifest records the precision; its timings
+import as the platform's int8 table, stored beside the fp32 one. fp16 kits are refused in one line.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from slimzoo.errors import ExportError, LatencyTableError, suggest
-from slimzoo.platforms.latency import LATENCY_STATISTIC, LatencyTable, layer_cells, layer_grid
-from slimzoo.platforms.probes import identity_probe, layer_probe, network_probe
+from slimzoo.platforms.latency import (DEFAULT_PRECISION, LATENCY_STATISTIC, PRECISIONS, LatencyTable,
+                                      check_precision, layer_cells, layer_grid)
+from slimzoo.platforms.probes import PROBE_PRECISIONS, identity_probe, layer_probe, network_probe
 from slimzoo.platforms.profile import MIN_TERM_MS, repeat_configs, sample_configs
 from slimzoo.platforms.registry import Platform, measured_table_path, user_registry_dir
 from slimzoo.platforms.timing import DEFAULT_QUANTILE, litert_available, statistic, statistic_name, time_file_runs
@@ -45,16 +51,22 @@ ORDER_FILES = 5
 DEFAULT_KIT_SAMPLES = 110  # 60 fit + 50 held out (+ uniform): a phone run stays well under an hour per round
 
 
-def kit_id(spec: ArchSpec) -> str:
-    """The prefix of every probe id: the architecture key's hash, shortened."""
-    return spec.key().rsplit("-", 1)[-1][:8]
+PRECISION_TAGS = {"fp32": "", "fp16": "h", "int8": "i8"}  # appended to the kit id (never a '-': ids split there)
+
+
+def kit_id(spec: ArchSpec, precision: str = DEFAULT_PRECISION) -> str:
+    """The prefix of every probe id: the architecture key's hash, shortened, and a tag for a precision other
+    than fp32 (``i8``)."""
+    return spec.key().rsplit("-", 1)[-1][:8] + PRECISION_TAGS[check_precision(precision)]
 
 
 # -- writing ------------------------------------------------------------------------------------------------
 def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: int = DEFAULT_KIT_SAMPLES,
               holdout: int | None = None, seed: int = 0, noise_configs: int = 4, noise_copies: int = 2,
-              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Write the kit into ``out`` (created; replaced as a whole only once complete) and return a summary."""
+              progress: Callable[[int, int], None] | None = None,
+              precision: str = DEFAULT_PRECISION) -> dict[str, Any]:
+    """Write the kit of ``precision`` probes into ``out`` (created; replaced as a whole only once complete) and
+    return a summary."""
     from slimzoo import __version__
     from slimzoo.fileio import atomic_tree
 
@@ -67,6 +79,13 @@ def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: 
     if FORMAT_RUNTIME[fmt] != platform.runtime:  # its timings could never be imported for this platform
         raise ExportError(f"{platform.name} runs {platform.runtime}: {fmt} probes would time the wrong runtime; "
                           f"use --format {RUNTIME_FORMAT.get(platform.runtime, platform.runtime)}")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}"
+                          f"{suggest(precision, PRECISIONS)}")
+    if precision not in PROBE_PRECISIONS[fmt]:
+        raise ExportError(f"{precision} {fmt} probe kits are not built (kit precisions: "
+                          f"{', '.join(PROBE_PRECISIONS[fmt])}); {platform.name}'s {precision} table stays the "
+                          f"estimate")
     if fmt == "tflite" and not litert_available():
         raise ExportError("tflite kits need the TFLite schema from ai-edge-litert (pip install ai-edge-litert)")
     out = Path(out)
@@ -75,7 +94,7 @@ def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: 
     holdout = samples // 3 if holdout is None else holdout
     fit_configs, heldout_configs = sample_configs(spec, samples, holdout, seed)
     repeats = repeat_configs(heldout_configs, noise_configs, noise_copies)
-    kid, suffix = kit_id(spec), KIT_FORMATS[fmt]
+    kid, suffix = kit_id(spec, precision), KIT_FORMATS[fmt]
     cells = layer_cells(spec)
     total = 1 + len(cells) + len(fit_configs) + len(heldout_configs)
     done = 0
@@ -100,13 +119,15 @@ def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: 
         probes.append({"id": pid, "kind": "identity", "file": write(pid, identity_probe(fmt, seed))})
         for i, (layer, index, c_in, c_out) in enumerate(cells, start=1):
             pid = f"{kid}-L{i:04d}"
-            probes.append({"id": pid, "kind": "layer", "file": write(pid, layer_probe(fmt, layer, c_in, c_out, seed)),
+            data = layer_probe(fmt, layer, c_in, c_out, seed, precision)
+            probes.append({"id": pid, "kind": "layer", "file": write(pid, data),
                            "layer": layer.name, "index": list(index), "c_in": c_in, "c_out": c_out})
         network_file: dict[int, str] = {}
         for i, (config, split) in enumerate([*((c, "fit") for c in fit_configs),
                                              *((c, "heldout") for c in heldout_configs)], start=1):
             pid = f"{kid}-N{i:04d}"
-            probes.append({"id": pid, "kind": "network", "file": write(pid, network_probe(fmt, spec, config, seed)),
+            probes.append({"id": pid, "kind": "network",
+                           "file": write(pid, network_probe(fmt, spec, config, seed, precision)),
                            "split": split, "config": config.to_json()})
             if split == "heldout":
                 network_file[len(network_file)] = pid
@@ -118,7 +139,8 @@ def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: 
         manifest = {
             "format": KIT_FORMAT, "version": KIT_VERSION, "kit_id": kid, "arch_key": spec.key(),
             "spec": spec.to_json(), "platform": platform.name, "platform_runtime": platform.runtime,
-            "probe_format": fmt, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "probe_format": fmt, "precision": precision,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "slimzoo_version": __version__, "seed": seed,
             "counts": {"identity": 1, "layer": len(cells), "fit": len(fit_configs), "heldout": len(heldout_configs),
                        "repeat": len(repeats)},
@@ -137,7 +159,7 @@ def write_kit(spec: ArchSpec, platform: Platform, fmt: str, out: Path, samples: 
             (out / script).chmod((out / script).stat().st_mode | 0o111)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return {"kit": str(out), "kit_id": kid, "arch_key": spec.key(), "platform": platform.name, "format": fmt,
-            "probes": len(probes), "files": len(probes) - len(repeats), "size_bytes": size,
+            "precision": precision, "probes": len(probes), "files": len(probes) - len(repeats), "size_bytes": size,
             "counts": manifest["counts"], "readme": str(out / "README.md")}
 
 
@@ -202,9 +224,15 @@ def _write_scripts(root: Path, fmt: str, platform: Platform) -> None:
 
 def _readme(manifest: Mapping[str, Any], platform: Platform, folder: str) -> str:
     counts, fmt, kid = manifest["counts"], manifest["probe_format"], manifest["kit_id"]
+    precision = manifest.get("precision", DEFAULT_PRECISION)
     n_probes = len(manifest["probes"])
-    head = f"""# slimzoo latency kit {kid}: {manifest['arch_key']} on {platform.name} ({fmt})
-
+    quantized = ("" if precision == DEFAULT_PRECISION else f"""
+These are {precision} probes (layers and networks quantized as an {precision} model of this format is; the
+identity model is the same at every precision): the timings import as {platform.name}'s {precision} table, beside
+its fp32 one, and never replace it.
+""")
+    head = f"""# slimzoo latency kit {kid}: {manifest['arch_key']} on {platform.name} ({fmt}, {precision})
+{quantized}
 {n_probes} probes: the identity model (what every run costs), {counts['layer']} layer variants (every layer at
 every (c_in, c_out) the architecture allows), {counts['fit'] + counts['heldout']} whole networks ({counts['fit']} for
 the fit, the uniform widths included, and {counts['heldout']} held out: never used by the fit, only to measure its
@@ -344,6 +372,13 @@ def read_results(path: Path, manifest: Mapping[str, Any]) -> dict[str, float]:
         if pid not in known:
             prefix = pid.split("-", 1)[0]
             if "-" in pid and prefix != kid:
+                precision = manifest.get("precision", DEFAULT_PRECISION)
+                if prefix[:8] == kid[:8]:  # same architecture, another precision's kit
+                    tags = {tag: name for name, tag in PRECISION_TAGS.items()}
+                    other = tags.get(prefix[8:], prefix[8:] or DEFAULT_PRECISION)
+                    raise LatencyTableError(
+                        f"{where}: probe '{pid}' is from this architecture's {other} kit ({prefix}); this kit is "
+                        f"{kid}, {precision} probes: time the {precision} kit's probes, or import with that kit")
                 raise LatencyTableError(
                     f"{where}: probe '{pid}' is from another architecture's kit ({prefix}); this kit is "
                     f"{kid} ({manifest['arch_key']})")
@@ -383,6 +418,10 @@ def import_results(results: Path, spec: ArchSpec, platform: Platform, kit: Path 
             f"the kit in {kit} has {fmt} probes (timed with {FORMAT_RUNTIME.get(fmt, fmt)}), but {platform.name} "
             f"runs {platform.runtime}: make a {RUNTIME_FORMAT.get(platform.runtime, platform.runtime)} kit "
             f"(slimzoo profile-kit --platform {platform.name})")
+    precision = manifest.get("precision", DEFAULT_PRECISION)  # kits from before precisions existed: fp32
+    if precision not in PRECISIONS:
+        raise LatencyTableError(f"{kit}/manifest.json: field 'precision' must be one of {', '.join(PRECISIONS)}, "
+                                f"got {precision!r}")
     times = read_results(results, manifest)
     probes = manifest["probes"]
     identity = next(p for p in probes if p["kind"] == "identity")
@@ -394,7 +433,8 @@ def import_results(results: Path, spec: ArchSpec, platform: Platform, kit: Path 
                 raise LatencyTableError(f"{kit}/manifest.json: probe {p['id']} names unknown layer '{p['layer']}'")
             terms[p["layer"]][tuple(p["index"])] = max(times[p["id"]] - overhead, MIN_TERM_MS)
     prior = LatencyTable(arch_key=spec.key(), platform=platform.name, source="measured", provenance={
-        "method": f"imported device timings of profiling kit {manifest['kit_id']} ({fmt} probes)",
+        "method": f"imported device timings of profiling kit {manifest['kit_id']} ({fmt} probes, {precision})",
+        "precision": precision,
         "device": platform.device, "soc": platform.soc, "runtime": FORMAT_RUNTIME.get(fmt, fmt),
         "kit": {"kit_id": manifest["kit_id"], "platform": manifest["platform"], "created": manifest.get("created"),
                 "probes": len(probes), "results": str(results)},
@@ -404,7 +444,7 @@ def import_results(results: Path, spec: ArchSpec, platform: Platform, kit: Path 
                             "mean, as it reports no median)",
         "identity_overhead_ms": overhead,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }, offset_ms=overhead, terms=terms, runtime=platform.runtime)
+    }, offset_ms=overhead, terms=terms, runtime=platform.runtime, precision=precision)
     samples = []
     for p in probes:
         if p["kind"] == "network":
@@ -416,7 +456,7 @@ def import_results(results: Path, spec: ArchSpec, platform: Platform, kit: Path 
         raise LatencyTableError(f"{kit}/manifest.json: the kit has no whole-network probes to fit the table to")
     table = fit_from_samples(spec, prior, samples, fit_settings or FitSettings())
     table.check_matches(spec)
-    path = measured_table_path(user_registry_dir(user_dir), platform.name, platform.runtime, spec.key())
+    path = measured_table_path(user_registry_dir(user_dir), platform.name, platform.runtime, spec.key(), precision)
     table.save(path)  # atomic: temp file + os.replace, and only now that everything above succeeded
     return table, path
 

@@ -7,6 +7,13 @@ numbers for the wrong layers. Tables come from two places: the roofline estimate
 computed on the fly) and measurement (``source = "measured"``, saved as JSON): profiling on this machine or
 device timings from a profiling kit, per-layer terms fitted to whole networks. A fitted table carries its
 evidence: the per-layer start (``prior``) and the whole-network samples, held-out ones included (``samples``).
+
+Every table is for one numeric **precision** (:data:`PRECISIONS`): ``fp32`` (the default, and what every table
+written before precisions existed is read as), ``fp16`` or ``int8``. An int8 model runs other kernels than its fp32
+twin, so its latency, and the width that is best under a budget, differ; a table of one precision never stands in
+for another (the registry keys measured tables by precision, and an estimated int8 table says it is an assumption).
+The JSON names the precision only when it is not fp32, so an fp32 table's content (and the hash a zoo manifest
+records of it) is what it was before precisions existed.
 """
 
 from __future__ import annotations
@@ -22,19 +29,30 @@ from typing import Any, Literal
 import numpy as np
 
 from slimzoo.fileio import write_text
-from slimzoo.errors import LatencyTableError
+from slimzoo.errors import LatencyTableError, suggest
 from slimzoo.zoo.spec import ArchSpec, LayerSpec
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "LATENCY_STATISTIC", "SAMPLE_SPLITS", "LatencyTable", "TableSource", 
-           "layer_grid"]
+__all__ = ["DEFAULT_PRECISION", "FORMAT", "FORMAT_VERSION", "LATENCY_STATISTIC", "PRECISIONS", "SAMPLE_SPLITS",
+           "LatencyTable", "Precision", "TableSource", "check_precision", "layer_grid"]
 
 TableSource = Literal["measured", "estimated"]
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+DEFAULT_PRECISION = "fp32"
 FORMAT = "slimzoo-latency-table"
 FORMAT_VERSION = 1
 SAMPLE_SPLITS = ("fit", "heldout", "repeat")  # whole-network samples: used by the fit, held out, noise repeats
 # The one statistic a latency is everywhere (fit, kits, the gate's measurement, reports): a budget is a promise
 # about the typical run a user sees. Recorded in every measured table's provenance as ``statistic``.
 LATENCY_STATISTIC = "median"
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line :class:`LatencyTableError`."""
+    if precision not in PRECISIONS:
+        raise LatencyTableError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}"
+                                f"{suggest(str(precision), PRECISIONS)}")
+    return precision
 
 
 def layer_grid(spec: ArchSpec, layer: LayerSpec) -> tuple[tuple[int, ...], Iterator[tuple[tuple[int, ...], int, int]]]:
@@ -87,6 +105,11 @@ class LatencyTable:
     # that produced it. None for estimated tables (they follow the platform's runtime) and for tables written
     # before tables were keyed by runtime.
     runtime: str | None = field(default=None)
+    # The numeric precision the table is for (one of PRECISIONS): what the model the search picks will run in.
+    precision: str = field(default=DEFAULT_PRECISION)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
 
     # -- use ------------------------------------------------------------------------------------------------
     def check_matches(self, spec: ArchSpec) -> None:
@@ -132,7 +155,7 @@ class LatencyTable:
             offset=float(offset),
             budget=budget,
             meta={"unit": "ms", "platform": self.platform, "latency_table_source": self.source,
-                  "arch_key": self.arch_key, **(meta or {})},
+                  "latency_table_precision": self.precision, "arch_key": self.arch_key, **(meta or {})},
         )
 
     def fastest(self, spec: ArchSpec) -> float:
@@ -148,7 +171,7 @@ class LatencyTable:
         return LatencyTable(arch_key=self.arch_key, platform=self.platform, source=self.source,
                             provenance={"method": "per-layer measurement before the whole-network fit"},
                             offset_ms=float(self.prior["offset_ms"]), terms=dict(self.prior["terms"]),
-                            runtime=self.runtime)
+                            runtime=self.runtime, precision=self.precision)
 
     def samples_of(self, split: str) -> list[dict[str, Any]]:
         """The whole-network measurements of one split (``fit``, ``heldout`` or ``repeat``)."""
@@ -172,6 +195,8 @@ class LatencyTable:
             "platform": self.platform,
             "source": self.source,
             **({"runtime": self.runtime} if self.runtime is not None else {}),
+            # absent = fp32: an fp32 table's JSON (and its content hash) is what it was before precisions existed
+            **({"precision": self.precision} if self.precision != DEFAULT_PRECISION else {}),
             "provenance": self.provenance,
             "offset_ms": float(self.offset_ms),
             "terms": {name: np.asarray(t, dtype=float).tolist() for name, t in self.terms.items()},
@@ -220,6 +245,8 @@ class LatencyTable:
             raise bad("source", f"must be 'measured' or 'estimated', got {data.get('source')!r}")
         if "runtime" in data and (not isinstance(data["runtime"], str) or not data["runtime"]):
             raise bad("runtime", f"must be a non-empty string, got {data['runtime']!r}")
+        if "precision" in data and data["precision"] not in PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}, got {data['precision']!r}")
         if not isinstance(data.get("provenance"), dict):
             raise bad("provenance", "must be an object")
         offset = data.get("offset_ms")
@@ -289,4 +316,5 @@ class LatencyTable:
             prior=prior,
             samples=samples,
             runtime=data.get("runtime"),
+            precision=data.get("precision", DEFAULT_PRECISION),  # tables from before precisions existed: fp32
         )

@@ -10,6 +10,16 @@ on what a layer is.
 Each builder takes a format (``onnx`` or ``tflite``) and returns the model's bytes with random input feeds
 (:data:`Model`); the ``*_probe`` functions return the bytes alone, for a profiling kit. ``onnx`` and
 ``ai_edge_litert`` are imported only when a probe is built.
+
+**int8 probes** (``precision="int8"``). ONNX: the fp32 probe quantized by ONNX Runtime's own tool,
+``onnxruntime.quantization.quantize_static`` (QDQ format, per-channel int8 weights, uint8 activations, MinMax
+calibration on random feeds of the probe's input shapes; :data:`ONNX_INT8`), which is what an int8 ONNX export
+through that tool looks like. TFLite: a full-integer flatbuffer written directly, as the fp32 ones are (int8
+activations with per-tensor scales, int8 weights with per-channel scales and zero points 0, int32 biases whose
+scale is input scale x weight scale, as TFLite's converter writes them): a layer probe takes and gives int8 (in a
+network the tensors between layers stay int8), a whole network takes and gives float through QUANTIZE and
+DEQUANTIZE, as a deployed model with float input and output does. The identity probe is the same at every
+precision: it measures what every run costs.
 """
 
 from __future__ import annotations
@@ -20,10 +30,24 @@ from typing import Any
 
 import numpy as np
 
+from slimzoo.platforms.latency import DEFAULT_PRECISION
 from slimzoo.zoo.spec import ArchSpec, LayerSpec
 
-__all__ = ["IR_VERSION", "OPSET", "Model", "identity_model", "identity_probe", "layer_model", "layer_probe",
-           "network_model", "network_probe"]
+__all__ = ["IR_VERSION", "ONNX_INT8", "OPSET", "PROBE_PRECISIONS", "TFLITE_INT8", "Model", "identity_model",
+           "identity_probe", "layer_model", "layer_probe", "network_model", "network_probe", "quantize_onnx"]
+
+# The precisions probes can be built in, per format (fp16 probes are not built: no runtime here gains from them).
+PROBE_PRECISIONS: dict[str, tuple[str, ...]] = {"onnx": ("fp32", "int8"), "tflite": ("fp32", "int8")}
+# How an int8 ONNX probe is quantized (recorded in every int8 table's provenance). uint8 activations with int8
+# weights (U8S8) is ONNX Runtime's fast x86 path: S8S8 QDQ models ran 2x slower than U8S8 on the development VM.
+ONNX_INT8: dict[str, Any] = {"tool": "onnxruntime.quantization.quantize_static", "quant_format": "QDQ",
+                             "per_channel": True, "activation_type": "QUInt8", "weight_type": "QInt8",
+                             "calibrate_method": "MinMax", "calibration_feeds": 4,
+                             "calibration_data": "standard normal random feeds of the probe's input shapes"}
+TFLITE_INT8: dict[str, Any] = {"tool": "slimzoo (hand-built full-integer flatbuffer, TFLite schema)",
+                               "activations": "int8, per-tensor scale", "weights": "int8, per-channel scale, zero "
+                               "point 0 (fully connected: per-tensor)", "bias": "int32, scale = input x weight scale",
+                               "layer_io": "int8", "network_io": "float32 through QUANTIZE / DEQUANTIZE"}
 
 Model = tuple[bytes, dict[str, np.ndarray]]  # a model file's bytes, and a random feed for each of its inputs
 
@@ -150,6 +174,41 @@ def _network_model(spec: ArchSpec, config: Mapping[str, int], seed: int = 0) -> 
     return g.model(x, out_shape), g.feeds
 
 
+def quantize_onnx(model: bytes, feeds: Mapping[str, np.ndarray], rng: np.random.Generator) -> bytes:
+    """``model`` quantized to int8 by ``onnxruntime.quantization.quantize_static`` with the settings of
+    :data:`ONNX_INT8`, calibrated on random feeds shaped like ``feeds``."""
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    calibration = [{name: rng.standard_normal(value.shape).astype(np.float32) for name, value in feeds.items()}
+                   for _ in range(ONNX_INT8["calibration_feeds"])]
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.items = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the tool logs a pre-processing hint on every call: not for a probe
+    try:
+        with tempfile.TemporaryDirectory(prefix="slimzoo-int8-") as tmp:
+            source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            source.write_bytes(model)
+            quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+            return target.read_bytes()
+    finally:
+        root.setLevel(level)
+
+
 # -- TFLite probes ----------------------------------------------------------------------------------------------
 class _TFLiteGraph:
     """The TFLite twin of :class:`_Graph`: NHWC tensors, fused ReLU6, weights as constant buffers.
@@ -160,11 +219,17 @@ class _TFLiteGraph:
     ``pad = k // 2`` gives the same output size as the ONNX probes).
     """
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    # Activation scales of int8 probes (the values do not change the timing, only the kernels chosen by type):
+    # after ReLU6, [0, 6] mapped onto int8; a linear output, about [-6.4, 6.4].
+    RELU6_QUANT = (6.0 / 255.0, -128)
+    LINEAR_QUANT = (0.05, 0)
+
+    def __init__(self, rng: np.random.Generator, int8: bool = False) -> None:
         from ai_edge_litert import schema_py_generated as schema
 
         self.schema = schema
         self.rng = rng
+        self.int8 = int8
         empty = schema.BufferT()
         self.buffers: list[Any] = [empty]  # buffer 0 stays empty: activations point at it
         self.tensors: list[Any] = []
@@ -174,13 +239,22 @@ class _TFLiteGraph:
         self.feeds: dict[str, np.ndarray] = {}
 
     def _tensor(self, name: str, shape: Sequence[int], data: np.ndarray | None = None,
-                int32: bool = False) -> int:
+                int32: bool = False, int8: bool = False, scale: Sequence[float] | None = None,
+                zero_point: Sequence[int] | None = None, axis: int = 0) -> int:
+        """A tensor (constant when ``data`` is given); with ``scale``, a quantized one (zero points default 0)."""
         s = self.schema
         tensor = s.TensorT()
         tensor.name = f"{name}_{len(self.tensors)}"
         tensor.shape = np.asarray(shape, dtype=np.int32)
-        tensor.type = s.TensorType.INT32 if int32 else s.TensorType.FLOAT32
+        tensor.type = s.TensorType.INT32 if int32 else s.TensorType.INT8 if int8 else s.TensorType.FLOAT32
         tensor.buffer = 0
+        if scale is not None:
+            quant = s.QuantizationParametersT()
+            quant.scale = np.asarray(scale, dtype=np.float32)
+            quant.zeroPoint = np.asarray(zero_point if zero_point is not None else [0] * len(quant.scale),
+                                         dtype=np.int64)
+            quant.quantizedDimension = axis
+            tensor.quantization = quant
         if data is not None:
             buffer = s.BufferT()
             buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
@@ -189,22 +263,53 @@ class _TFLiteGraph:
         self.tensors.append(tensor)
         return len(self.tensors) - 1
 
-    def weight(self, name: str, shape: tuple[int, ...], fan_in: int) -> int:
+    def weight(self, name: str, shape: tuple[int, ...], fan_in: int, axis: int | None = 0) -> int:
+        """A random weight; int8 probes: quantized symmetrically per channel along ``axis`` (None: per tensor)."""
         value = (self.rng.standard_normal(shape) / np.sqrt(max(fan_in, 1))).astype(np.float32)
-        return self._tensor(name, shape, value)
+        if not self.int8:
+            return self._tensor(name, shape, value)
+        moved = np.moveaxis(value, axis, 0).reshape(shape[axis], -1) if axis is not None else value.reshape(1, -1)
+        scale = np.maximum(np.abs(moved).max(axis=1), 1e-8).astype(np.float32) / np.float32(127.0)
+        per = scale.reshape([-1 if i == axis else 1 for i in range(len(shape))]) if axis is not None else scale[0]
+        q = np.clip(np.round(value / per), -127, 127).astype(np.int8)
+        return self._tensor(name, shape, q, int8=True, scale=scale, axis=axis or 0)
 
-    def input(self, name: str, shape: tuple[int, ...]) -> int:
+    def bias(self, name: str, x: int, weight: int, n: int) -> int:
+        """A bias of ``n`` values; int8 probes: int32 with scale = input scale x weight scale, per channel."""
+        if not self.int8:
+            return self.weight(name, (n,), 1)
+        w_scale = np.asarray(self.tensors[weight].quantization.scale, dtype=np.float32)
+        scale = (np.float32(self.tensors[x].quantization.scale[0]) * np.broadcast_to(w_scale, (n,))).astype(np.float32)
+        value = self.rng.integers(-1000, 1000, n).astype(np.int32)
+        return self._tensor(name, (n,), value, int32=True, scale=scale)
+
+    def input(self, name: str, shape: tuple[int, ...], quantize: bool = True) -> int:
+        """A graph input. int8 probes: an int8 input (``quantize=False``: as a layer probe takes it), or a float
+        input through QUANTIZE (as a whole network with float input takes it)."""
+        if self.int8 and not quantize:
+            index = self._tensor(name, shape, int8=True, scale=[self.LINEAR_QUANT[0]], zero_point=[0])
+            self.inputs.append(index)
+            self.feeds[self.tensors[index].name] = self.rng.integers(-128, 128, shape).astype(np.int8)
+            return index
         index = self._tensor(name, shape)
         self.inputs.append(index)
         self.feeds[self.tensors[index].name] = self.rng.standard_normal(shape).astype(np.float32)
+        if self.int8:
+            return self.op(self.schema.BuiltinOperator.QUANTIZE, [index], shape)
         return index
 
     def op(self, code: int, inputs: list[int], out_shape: Sequence[int], options_type: int = 0,
-           options: Any = None) -> int:
+           options: Any = None, quant: tuple[float, int] | None = None) -> int:
+        """Append an operator; its output is int8 (scale and zero point ``quant``, else linear) in an int8 probe
+        unless it is a DEQUANTIZE."""
         s = self.schema
         if code not in self.opcodes:
             self.opcodes[code] = len(self.opcodes)
-        out = self._tensor(f"op{code}", out_shape)
+        if self.int8 and code != s.BuiltinOperator.DEQUANTIZE:
+            scale, zero = quant or self.LINEAR_QUANT
+            out = self._tensor(f"op{code}", out_shape, int8=True, scale=[scale], zero_point=[zero])
+        else:
+            out = self._tensor(f"op{code}", out_shape)
         operator = s.OperatorT()
         operator.opcodeIndex = self.opcodes[code]
         operator.inputs = np.asarray(inputs, dtype=np.int32)
@@ -218,33 +323,35 @@ class _TFLiteGraph:
         s = self.schema
         op, opts = s.BuiltinOperator, s.BuiltinOptions
         act = s.ActivationFunctionType.RELU6 if layer.act else s.ActivationFunctionType.NONE
+        out_quant = self.RELU6_QUANT if layer.act else self.LINEAR_QUANT
         if layer.kind == "pool_linear":
             axes = self._tensor("axes", (2,), np.array([1, 2], dtype=np.int32), int32=True)
             mean_opts = s.ReducerOptionsT()
             mean_opts.keepDims = False
-            pooled = self.op(op.MEAN, [x, axes], (1, c_in), opts.ReducerOptions, mean_opts)
+            pooled = self.op(op.MEAN, [x, axes], (1, c_in), opts.ReducerOptions, mean_opts,
+                             quant=self._quant_of(x))
             fc = s.FullyConnectedOptionsT()
             fc.fusedActivationFunction = act
-            y = self.op(op.FULLY_CONNECTED, [pooled, self.weight("fc_w", (c_out, c_in), c_in),
-                                             self.weight("fc_b", (c_out,), 1)], (1, c_out),
-                        opts.FullyConnectedOptions, fc)
+            fc_w = self.weight("fc_w", (c_out, c_in), c_in, axis=None)
+            y = self.op(op.FULLY_CONNECTED, [pooled, fc_w, self.bias("fc_b", pooled, fc_w, c_out)], (1, c_out),
+                        opts.FullyConnectedOptions, fc, quant=out_quant)
         else:
             k, out_hw = layer.kernel, layer.out_hw
             if layer.kind == "dwconv":
                 conv = s.DepthwiseConv2DOptionsT()
                 conv.depthMultiplier = 1
-                weight = self.weight("dw_w", (1, k, k, c_out), k * k)
+                weight = self.weight("dw_w", (1, k, k, c_out), k * k, axis=3)
                 code, options_type = op.DEPTHWISE_CONV_2D, opts.DepthwiseConv2DOptions
             else:
                 conv = s.Conv2DOptionsT()
-                weight = self.weight("w", (c_out, k, k, c_in), k * k * c_in)
+                weight = self.weight("w", (c_out, k, k, c_in), k * k * c_in, axis=0)
                 code, options_type = op.CONV_2D, opts.Conv2DOptions
             conv.padding = s.Padding.SAME
             conv.strideW = conv.strideH = layer.stride
             conv.dilationWFactor = conv.dilationHFactor = 1
             conv.fusedActivationFunction = act
-            y = self.op(code, [x, weight, self.weight("b", (c_out,), 1)], (1, out_hw, out_hw, c_out),
-                        options_type, conv)
+            y = self.op(code, [x, weight, self.bias("b", x, weight, c_out)], (1, out_hw, out_hw, c_out),
+                        options_type, conv, quant=out_quant)
         if layer.residual:
             if skip is None:
                 raise ValueError(f"layer '{layer.name}' is residual but has no skip input")
@@ -252,6 +359,20 @@ class _TFLiteGraph:
             add.fusedActivationFunction = s.ActivationFunctionType.NONE
             y = self.op(op.ADD, [y, skip], self.tensors[y].shape, opts.AddOptions, add)
         return y
+
+    def _quant_of(self, index: int) -> tuple[float, int] | None:
+        quant = self.tensors[index].quantization
+        return None if quant is None else (float(quant.scale[0]), int(quant.zeroPoint[0]))
+
+    def dequantize(self, x: int) -> int:
+        """A float output: DEQUANTIZE of an int8 probe's last tensor (``x`` itself in an fp32 probe)."""
+        if not self.int8:
+            return x
+        return self.op(self.schema.BuiltinOperator.DEQUANTIZE, [x], self.tensors[x].shape)
+
+    # The operator versions TFLite's converter writes for int8 kernels (it writes 1 for float ones).
+    INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "ADD": 2, "MEAN": 2, "FULLY_CONNECTED": 4,
+                     "QUANTIZE": 2, "DEQUANTIZE": 2}
 
     def model(self, output: int) -> bytes:
         from ai_edge_litert.tools import flatbuffer_utils
@@ -269,11 +390,12 @@ class _TFLiteGraph:
         model.buffers = self.buffers
         model.subgraphs = [subgraph]
         codes = []
+        names = {getattr(s.BuiltinOperator, name): name for name in self.INT8_VERSIONS}
         for code, _ in sorted(self.opcodes.items(), key=lambda item: item[1]):
             opcode = s.OperatorCodeT()
             opcode.builtinCode = code
             opcode.deprecatedBuiltinCode = min(code, 127)
-            opcode.version = 1
+            opcode.version = self.INT8_VERSIONS.get(names.get(code, ""), 1) if self.int8 else 1
             codes.append(opcode)
         model.operatorCodes = codes
         return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
@@ -283,10 +405,11 @@ def _tflite_out_shape(layer: LayerSpec, c_out: int) -> tuple[int, ...]:
     return (1, c_out) if layer.kind == "pool_linear" else (1, layer.out_hw, layer.out_hw, c_out)
 
 
-def _tflite_layer_model(layer: LayerSpec, c_in: int, c_out: int, rng: np.random.Generator) -> Model:
-    g = _TFLiteGraph(rng)
-    x = g.input("x", (1, layer.in_hw, layer.in_hw, c_in))
-    skip = g.input("skip", _tflite_out_shape(layer, c_out)) if layer.residual else None
+def _tflite_layer_model(layer: LayerSpec, c_in: int, c_out: int, rng: np.random.Generator,
+                        int8: bool = False) -> Model:
+    g = _TFLiteGraph(rng, int8)
+    x = g.input("x", (1, layer.in_hw, layer.in_hw, c_in), quantize=False)
+    skip = g.input("skip", _tflite_out_shape(layer, c_out), quantize=False) if layer.residual else None
     return g.model(g.layer(layer, c_in, c_out, x, skip)), g.feeds
 
 
@@ -300,35 +423,56 @@ def _tflite_identity_model(rng: np.random.Generator) -> Model:
     return g.model(y), g.feeds
 
 
-def _tflite_network_model(spec: ArchSpec, config: Mapping[str, int], seed: int = 0) -> Model:
-    g = _TFLiteGraph(np.random.default_rng(seed))
+def _tflite_network_model(spec: ArchSpec, config: Mapping[str, int], seed: int = 0, int8: bool = False) -> Model:
+    g = _TFLiteGraph(np.random.default_rng(seed), int8)
     x, _ = _chain(spec, spec.validate(config), g, nchw=False)
-    return g.model(x), g.feeds
+    return g.model(g.dequantize(x)), g.feeds
 
 
-def layer_model(fmt: str, layer: LayerSpec, c_in: int, c_out: int, rng: np.random.Generator) -> Model:
-    """One layer at (c_in, c_out) as a standalone ``onnx`` or ``tflite`` model, with its feeds."""
-    return (_layer_model if fmt == "onnx" else _tflite_layer_model)(layer, c_in, c_out, rng)
+def check_probe_precision(fmt: str, precision: str) -> str:
+    """``precision`` if ``fmt`` probes can be built in it, else a one-line ValueError."""
+    valid = PROBE_PRECISIONS.get(fmt, ())
+    if precision not in valid:
+        raise ValueError(f"{fmt} probes cannot be built in {precision}; valid: {', '.join(valid)}")
+    return precision
 
 
-def network_model(fmt: str, spec: ArchSpec, config: Mapping[str, int], seed: int = 0) -> Model:
-    """The whole network at ``config`` as an ``onnx`` or ``tflite`` model, with its feeds."""
-    return (_network_model if fmt == "onnx" else _tflite_network_model)(spec, config, seed)
+def layer_model(fmt: str, layer: LayerSpec, c_in: int, c_out: int, rng: np.random.Generator,
+                precision: str = DEFAULT_PRECISION) -> Model:
+    """One layer at (c_in, c_out) as a standalone ``onnx`` or ``tflite`` model of ``precision``, with its feeds."""
+    int8 = check_probe_precision(fmt, precision) == "int8"
+    if fmt == "onnx":
+        model, feeds = _layer_model(layer, c_in, c_out, rng)
+        return (quantize_onnx(model, feeds, rng), feeds) if int8 else (model, feeds)
+    return _tflite_layer_model(layer, c_in, c_out, rng, int8)
+
+
+def network_model(fmt: str, spec: ArchSpec, config: Mapping[str, int], seed: int = 0,
+                  precision: str = DEFAULT_PRECISION) -> Model:
+    """The whole network at ``config`` as an ``onnx`` or ``tflite`` model of ``precision``, with its feeds."""
+    int8 = check_probe_precision(fmt, precision) == "int8"
+    if fmt == "onnx":
+        model, feeds = _network_model(spec, config, seed)
+        return (quantize_onnx(model, feeds, np.random.default_rng(seed + 1)), feeds) if int8 else (model, feeds)
+    return _tflite_network_model(spec, config, seed, int8)
 
 
 def identity_model(fmt: str, rng: np.random.Generator) -> Model:
-    """The per-run cost probe (identity / one tiny add) as an ``onnx`` or ``tflite`` model, with its feeds."""
+    """The per-run cost probe (identity / one tiny add) as an ``onnx`` or ``tflite`` model, with its feeds (the
+    same at every precision: what every run costs)."""
     return (_identity_model if fmt == "onnx" else _tflite_identity_model)(rng)
 
 
-def layer_probe(fmt: str, layer: LayerSpec, c_in: int, c_out: int, seed: int = 0) -> bytes:
+def layer_probe(fmt: str, layer: LayerSpec, c_in: int, c_out: int, seed: int = 0,
+                precision: str = DEFAULT_PRECISION) -> bytes:
     """One layer at (c_in, c_out) as a standalone model file's bytes (``onnx`` or ``tflite``), for a kit."""
-    return layer_model(fmt, layer, c_in, c_out, np.random.default_rng(seed))[0]
+    return layer_model(fmt, layer, c_in, c_out, np.random.default_rng(seed), precision)[0]
 
 
-def network_probe(fmt: str, spec: ArchSpec, config: Mapping[str, int], seed: int = 0) -> bytes:
+def network_probe(fmt: str, spec: ArchSpec, config: Mapping[str, int], seed: int = 0,
+                  precision: str = DEFAULT_PRECISION) -> bytes:
     """The whole network at ``config`` as a model file's bytes (``onnx`` or ``tflite``), for a kit."""
-    return network_model(fmt, spec, config, seed)[0]
+    return network_model(fmt, spec, config, seed, precision)[0]
 
 
 def identity_probe(fmt: str, seed: int = 0) -> bytes:

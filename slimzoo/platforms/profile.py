@@ -14,6 +14,10 @@ left; it is recorded with the table.
 :func:`profile_and_fit` is the whole procedure behind ``slimzoo profile``: per-layer table, whole networks at
 random and uniform width configs (a held-out share never shown to the fit), the constrained least-squares fit of
 :mod:`slimzoo.platforms.fit`, and the held-out accuracy, all recorded in the table it returns.
+
+**Precision.** ``precision="int8"`` does all of this with int8 probes (:mod:`slimzoo.platforms.probes`: ONNX models
+quantized by ONNX Runtime's ``quantize_static``, or full-integer TFLite models for LiteRT) and gives an int8 table,
+stored under its own key beside the fp32 one (:func:`save_measured_table`). fp16 probes are not built.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from slimzoo.errors import ConfigError, RegistryError
-from slimzoo.platforms.latency import LatencyTable, layer_cells, layer_grid
+from slimzoo.platforms.latency import DEFAULT_PRECISION, LatencyTable, check_precision, layer_cells, layer_grid
+from slimzoo.platforms.probes import PROBE_PRECISIONS
 from slimzoo.platforms.registry import (Platform, canonical_runtime, host_cpu_facts, measured_table_path,
                                         user_registry_dir)
 from slimzoo.platforms.timing import (DEFAULT_QUANTILE, RUNTIMES, Backend, Probe, median_iqr, open_backend, statistic,
@@ -73,7 +78,12 @@ def _campaign(count: int, make: Callable[[int], Probe], backend: Backend, runs: 
     return [np.concatenate(x) for x in out]
 
 
-def _check_args(platform: Platform, threads: int, repeats: int, warmup: int, runtime: str = "onnxruntime") -> None:
+RUNTIME_PROBE_FORMAT = {"onnxruntime": "onnx", "litert": "tflite"}
+
+
+def _check_args(platform: Platform, threads: int, repeats: int, warmup: int, runtime: str = "onnxruntime",
+                precision: str = DEFAULT_PRECISION) -> None:
+    check_precision(precision)
     if not platform.this_machine:
         raise RegistryError(
             f"cannot profile '{platform.name}' here: only a platform that describes this machine "
@@ -82,6 +92,10 @@ def _check_args(platform: Platform, threads: int, repeats: int, warmup: int, run
         raise RegistryError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
     if runtime == "onnxruntime" and platform.runtime != "onnxruntime":
         raise RegistryError(f"cannot profile '{platform.name}' with onnxruntime: its runtime is {platform.runtime}")
+    if precision not in PROBE_PRECISIONS[RUNTIME_PROBE_FORMAT[runtime]]:
+        raise RegistryError(f"cannot profile {precision} with {runtime}: {precision} probes are not built (measured "
+                            f"precisions: {', '.join(PROBE_PRECISIONS[RUNTIME_PROBE_FORMAT[runtime]])}); the "
+                            f"{precision} table stays the estimate")
     if threads < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"need threads >= 1, repeats >= 1, warmup >= 0; got {threads}, {repeats}, {warmup}")
 
@@ -90,8 +104,10 @@ def _check_args(platform: Platform, threads: int, repeats: int, warmup: int, run
 def profile_platform(spec: ArchSpec, platform: Platform, threads: int = 1, repeats: int = DEFAULT_REPEATS,
                      warmup: int = DEFAULT_WARMUP, progress: ProgressCallback | None = None, seed: int = 0,
                      rounds: int = DEFAULT_ROUNDS, quantile: float | None = DEFAULT_QUANTILE,
-                     runtime: str = "onnxruntime", network_check: bool = True, spinning: bool = True) -> LatencyTable:
-    """Measure every layer of ``spec`` at every width choice on this machine: the per-layer table.
+                     runtime: str = "onnxruntime", network_check: bool = True, spinning: bool = True,
+                     precision: str = DEFAULT_PRECISION) -> LatencyTable:
+    """Measure every layer of ``spec`` at every width choice on this machine: the per-layer table (of probes of
+    ``precision``).
 
     ``repeats`` timed runs per cell are split over ``rounds`` passes, each over the cells in a fresh shuffled
     order (see :func:`_campaign`). A cell's term is the ``quantile`` (percent; None = median) of its pooled runs
@@ -99,10 +115,10 @@ def profile_platform(spec: ArchSpec, platform: Platform, threads: int = 1, repea
     total)`` is called after each cell, for a progress bar. This is the *prior* of :func:`profile_and_fit`;
     alone, it predicts a whole network only as well as layers timed apart add up.
     """
-    _check_args(platform, threads, repeats, warmup, runtime)
+    _check_args(platform, threads, repeats, warmup, runtime, precision)
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    backend = open_backend(runtime, threads, rng, spinning)
+    backend = open_backend(runtime, threads, rng, spinning, precision)
     cells = layer_cells(spec)
     rounds = max(1, min(rounds, repeats))
     total = rounds * (len(cells) + 1)
@@ -136,11 +152,13 @@ def profile_platform(spec: ArchSpec, platform: Platform, threads: int = 1, repea
         spread[layer.name][index] = median_iqr(times)[1]
 
     table = LatencyTable(arch_key=spec.key(), platform=platform.name, source="measured", provenance={},
-                         offset_ms=overhead, terms=terms, spread=spread, runtime=canonical_runtime(runtime))
+                         offset_ms=overhead, terms=terms, spread=spread, runtime=canonical_runtime(runtime),
+                         precision=precision)
     host = host_cpu_facts()
     table.provenance = {
         "method": f"{runtime} per-layer profiling ({statistic_name(quantile)} of repeated runs minus the "
                   f"identity model's)",
+        "precision": precision,
         "cpu_model": host["cpu_model"],
         "cores": host["cores"],
         "threads": threads,
@@ -164,7 +182,8 @@ def profile_platform(spec: ArchSpec, platform: Platform, threads: int = 1, repea
         check: dict[str, dict[str, float]] = {}
         ends = [spec.smallest(), spec.largest()]
         measured = measure_networks(spec, ends, threads=threads, runs=repeats, rounds=rounds, warmup=warmup,
-                                    quantile=quantile, seed=seed, runtime=runtime, spinning=spinning)
+                                    quantile=quantile, seed=seed, runtime=runtime, spinning=spinning,
+                                    precision=precision)
         for label, config, m in zip(("smallest", "largest"), ends, measured, strict=True):
             check[label] = {"predicted_ms": round(table.predict(spec, config), 4), "measured_ms": round(m["ms"], 4)}
         table.provenance["network_check"] = check
@@ -176,8 +195,9 @@ def measure_networks(spec: ArchSpec, configs: Sequence[Mapping[str, int]], threa
                      runs: int = DEFAULT_NETWORK_RUNS, rounds: int = DEFAULT_NETWORK_ROUNDS,
                      warmup: int = DEFAULT_WARMUP, quantile: float | None = DEFAULT_QUANTILE, seed: int = 0,
                      runtime: str = "onnxruntime", progress: ProgressCallback | None = None,
-                     spinning: bool = True) -> list[dict[str, float]]:
-    """Whole-network latency of each config, timed end to end in interleaved rounds (see :func:`_campaign`).
+                     spinning: bool = True, precision: str = DEFAULT_PRECISION) -> list[dict[str, float]]:
+    """Whole-network latency of each config (as a model of ``precision``), timed end to end in interleaved rounds
+    (see :func:`_campaign`).
 
     Returns one ``{"ms", "median_ms", "iqr_ms", "runs"}`` per config, ``ms`` being the ``quantile`` statistic.
     A config listed twice is measured twice, independently: that is how the noise is measured.
@@ -185,7 +205,7 @@ def measure_networks(spec: ArchSpec, configs: Sequence[Mapping[str, int]], threa
     configs = [spec.validate(c) for c in configs]
     if threads < 1 or runs < 1 or warmup < 0:
         raise ValueError(f"need threads >= 1, runs >= 1, warmup >= 0; got {threads}, {runs}, {warmup}")
-    backend = open_backend(runtime, threads, np.random.default_rng(seed), spinning)
+    backend = open_backend(runtime, threads, np.random.default_rng(seed), spinning, precision)
     rounds = max(1, min(rounds, runs))
     total, done = rounds * len(configs), 0
 
@@ -209,14 +229,14 @@ def measure_networks(spec: ArchSpec, configs: Sequence[Mapping[str, int]], threa
 
 def measure_network(spec: ArchSpec, config: Mapping[str, int], threads: int = 1, repeats: int = 200,
                     warmup: int = 20, seed: int = 0, quantile: float | None = None, rounds: int = 1,
-                    runtime: str = "onnxruntime") -> float:
+                    runtime: str = "onnxruntime", precision: str = DEFAULT_PRECISION) -> float:
     """Latency (ms) of the whole network at ``config``, built from the same per-layer pieces.
 
     The median of ``repeats`` runs in one session by default (``quantile`` and ``rounds`` as in
     :func:`measure_networks` for a noise-resistant number).
     """
     return measure_networks(spec, [config], threads=threads, runs=repeats, rounds=rounds, warmup=warmup,
-                            quantile=quantile, seed=seed, runtime=runtime)[0]["ms"]
+                            quantile=quantile, seed=seed, runtime=runtime, precision=precision)[0]["ms"]
 
 
 def sample_configs(spec: ArchSpec, samples: int, holdout: int, seed: int = 0,
@@ -280,8 +300,12 @@ def profile_and_fit(spec: ArchSpec, platform: Platform, threads: int = 1, sample
                     network_rounds: int = DEFAULT_NETWORK_ROUNDS, warmup: int = DEFAULT_WARMUP,
                     quantile: float | None = DEFAULT_QUANTILE, noise_configs: int = 4, noise_copies: int = 3,
                     seed: int = 0, progress: Callable[..., None] | None = None,
-                    fit_settings: Any = None, spinning: bool = True) -> LatencyTable:
+                    fit_settings: Any = None, spinning: bool = True,
+                    precision: str = DEFAULT_PRECISION) -> LatencyTable:
     """Per-layer table, whole networks, constrained least-squares fit, held-out accuracy: ``slimzoo profile``.
+
+    ``precision`` (``fp32`` or ``int8``; fp16 is refused in one line) is the precision of every probe, and of the
+    table returned: an int8 table is fitted to int8 whole networks and checked on int8 held-out ones.
 
     ``samples`` random configs are drawn, ``holdout`` of them (default a third) are held out: measured like the
     others but never shown to the fit, so the accuracy recorded in ``provenance["fit"]`` is what the table does
@@ -291,7 +315,7 @@ def profile_and_fit(spec: ArchSpec, platform: Platform, threads: int = 1, sample
     """
     from slimzoo.platforms.fit import FitSettings, fit_from_samples
 
-    _check_args(platform, threads, repeats, warmup, runtime)
+    _check_args(platform, threads, repeats, warmup, runtime, precision)
     holdout = samples // 3 if holdout is None else holdout
     fit_configs, heldout_configs = sample_configs(spec, samples, holdout, seed)
     repeats_ = repeat_configs(heldout_configs, noise_configs, noise_copies)
@@ -309,10 +333,11 @@ def profile_and_fit(spec: ArchSpec, platform: Platform, threads: int = 1, sample
     started = time.perf_counter()
     prior = profile_platform(spec, platform, threads=threads, repeats=repeats, warmup=warmup,
                              progress=phase(0, "layer variants"), seed=seed, rounds=rounds, quantile=quantile,
-                             runtime=runtime, network_check=False, spinning=spinning)
+                             runtime=runtime, network_check=False, spinning=spinning, precision=precision)
     measured = measure_networks(spec, network_configs, threads=threads, runs=network_runs, rounds=network_rounds,
                                 warmup=warmup, quantile=quantile, seed=seed, runtime=runtime,
-                                progress=phase(layer_total, "whole networks"), spinning=spinning)
+                                progress=phase(layer_total, "whole networks"), spinning=spinning,
+                                precision=precision)
     records: list[dict[str, Any]] = []
     splits = ["fit"] * len(fit_configs) + ["heldout"] * len(heldout_configs) + ["repeat"] * len(repeats_)
     groups: list[int | None] = [None] * (len(fit_configs) + len(heldout_configs)) + [g for g, _ in repeats_]
@@ -324,8 +349,8 @@ def profile_and_fit(spec: ArchSpec, platform: Platform, threads: int = 1, sample
         records.append(record)
     table = fit_from_samples(spec, prior, records, fit_settings or FitSettings())
     table.provenance.update({
-        "method": f"{runtime}: per-layer profiling, corrected by constrained least squares on whole-network "
-                  f"measurements",
+        "method": f"{runtime}{'' if precision == DEFAULT_PRECISION else ', ' + precision + ' probes'}: per-layer "
+                  f"profiling, corrected by constrained least squares on whole-network measurements",
         "networks": {"fit": len(fit_configs), "heldout": len(heldout_configs), "repeat": len(repeats_),
                      "runs": network_runs, "rounds": max(1, min(network_rounds, network_runs)),
                      "statistic": statistic_name(quantile), "seed": seed},
@@ -335,12 +360,14 @@ def profile_and_fit(spec: ArchSpec, platform: Platform, threads: int = 1, sample
 
 
 def save_measured_table(table: LatencyTable, user_dir: Path | None = None) -> Path:
-    """Store a measured table where :meth:`Registry.latency_table` looks for it, keyed by platform, runtime and
-    architecture (so a LiteRT profile never replaces an ONNX Runtime one); atomic, so never half-written."""
+    """Store a measured table where :meth:`Registry.latency_table` looks for it, keyed by platform, runtime,
+    precision and architecture (so a LiteRT profile never replaces an ONNX Runtime one, nor an int8 one an fp32
+    one); atomic, so never half-written."""
     if table.source != "measured":
         raise ValueError("only measured tables are stored; estimated ones are computed on the fly")
     if table.runtime is None:
         raise ValueError("a measured table must say which runtime timed it before it is stored")
-    path = measured_table_path(user_registry_dir(user_dir), table.platform, table.runtime, table.arch_key)
+    path = measured_table_path(user_registry_dir(user_dir), table.platform, table.runtime, table.arch_key,
+                               table.precision)
     table.save(path)
     return path

@@ -4,9 +4,10 @@ One TOML file per platform. Built-ins ship in ``slimzoo/platforms/builtin``; a u
 directory (``--registry``, else ``$SLIMZOO_REGISTRY``, else ``~/.config/slimzoo/registry``), where a file with a
 built-in's name replaces that built-in. Every hardware fact carries a confidence (verified / third-party / unknown)
 so that an estimate built on it can say which inputs it lacked instead of quietly guessing them. Measured latency
-tables live beside the user's files, under ``tables/<platform>/<runtime>/<arch key>.json``: keyed by (platform,
-runtime, architecture), because one machine measured with ONNX Runtime and with LiteRT gives two different tables
-and neither may stand in for the other.
+tables live beside the user's files, under ``tables/<platform>/<runtime>/<arch key>.json`` (fp32) and
+``tables/<platform>/<runtime>/<precision>/<arch key>.json`` (int8, fp16): keyed by (platform, runtime, precision,
+architecture), because one machine measured with ONNX Runtime and with LiteRT, or with fp32 and with int8 models,
+gives different tables and none may stand in for another.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from slimzoo.errors import LatencyTableError, RegistryError, suggest
-from slimzoo.platforms.latency import LatencyTable
+from slimzoo.platforms.latency import DEFAULT_PRECISION, LatencyTable, check_precision
 from slimzoo.zoo.spec import ArchSpec
 
 __all__ = [
@@ -122,6 +123,10 @@ class LatencySettings:
     depthwise_efficiency: float
     memory_term: bool
     note: str
+    # The speed-up an int8 model is assumed to have over fp32 on this platform when no int8 table was measured,
+    # and where that figure comes from; None: the default of the platform's runtime (roofline.PRECISION_SPEEDUPS).
+    int8_speedup: float | None = None
+    int8_speedup_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,8 @@ _TOP = {"name", "vendor", "device", "soc", "runtime", *_BUDGET_KEYS, "this_machi
 _SPECS = {"cpu", "big_cores", "peak_fp32_gflops", "memory_bandwidth_gbps", "sources"}
 _MARKET = {"share", "source", "date", "assumed"}
 _LATENCY = {"source", "calibration", "calibration_ms", "calibration_width_mult", "assumed_gmacs_per_s",
-            "per_layer_overhead_us", "offset_ms", "depthwise_efficiency", "memory_term", "note"}
+            "per_layer_overhead_us", "offset_ms", "depthwise_efficiency", "memory_term", "note", "int8_speedup",
+            "int8_speedup_source"}
 _FACT_TYPES: dict[str, type | tuple[type, ...]] = {
     "cpu": str, "big_cores": int, "peak_fp32_gflops": (int, float), "memory_bandwidth_gbps": (int, float)}
 
@@ -381,6 +387,13 @@ def load_platform_file(path: Path) -> Platform:
     dw_eff = r.get(lat_raw, "depthwise_efficiency", (int, float), "latency.", DEFAULT_DEPTHWISE_EFFICIENCY)
     if not 0 < dw_eff <= 1:
         raise r.error("latency.depthwise_efficiency", f"must be in (0, 1], got {dw_eff!r}")
+    int8_speedup = r.positive(lat_raw, "int8_speedup", "latency.", default=None)
+    int8_source = r.get(lat_raw, "int8_speedup_source", str, "latency.", default="")
+    if int8_speedup is not None and not int8_source:
+        raise r.error("latency.int8_speedup_source", "is missing (say where the int8 speed-up figure comes from, "
+                      "or that it is an assumption)")
+    if int8_source and int8_speedup is None:
+        raise r.error("latency.int8_speedup", "is missing (int8_speedup_source is given without the figure)")
     latency = LatencySettings(
         source=source,
         calibration=r.get(lat_raw, "calibration", str, "latency."),
@@ -392,6 +405,8 @@ def load_platform_file(path: Path) -> Platform:
         depthwise_efficiency=float(dw_eff),
         memory_term=r.get(lat_raw, "memory_term", bool, "latency.", default=True),
         note=r.get(lat_raw, "note", str, "latency.", default=""),
+        int8_speedup=int8_speedup,
+        int8_speedup_source=int8_source,
     )
     return Platform(name=name, vendor=r.get(data, "vendor", str), device=r.get(data, "device", str), soc=soc,
                     runtime=runtime, specs=specs, market=market, budget=budget,
@@ -438,35 +453,45 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._platforms
 
-    def table_path(self, platform: str | Platform, spec: ArchSpec) -> Path:
-        """Where the measured table for this platform, its runtime and this architecture is (or would be) stored."""
+    def table_path(self, platform: str | Platform, spec: ArchSpec, precision: str = DEFAULT_PRECISION) -> Path:
+        """Where the measured table for this platform, its runtime, this precision and this architecture is (or
+        would be) stored."""
         plat = platform if isinstance(platform, Platform) else self.get(platform)
-        return measured_table_path(self.user_dir, plat.name, plat.runtime, spec.key())
+        return measured_table_path(self.user_dir, plat.name, plat.runtime, spec.key(), precision)
 
-    def find_table(self, platform: str | Platform, spec: ArchSpec) -> Path | None:
-        """The measured table file that :meth:`latency_table` would read (None when there is none): the
-        runtime-keyed one, else one stored before tables were keyed by runtime."""
+    def find_table(self, platform: str | Platform, spec: ArchSpec, precision: str = DEFAULT_PRECISION) -> Path | None:
+        """The measured table file that :meth:`latency_table` would read for ``precision`` (None when there is
+        none): the runtime- and precision-keyed one, else (fp32 only) one stored before tables were keyed by
+        runtime. Never a table of another precision."""
         plat = platform if isinstance(platform, Platform) else self.get(platform)
-        for path in (self.table_path(plat, spec), legacy_table_path(self.user_dir, plat.name, spec.key())):
+        paths = [self.table_path(plat, spec, precision)]
+        if precision == DEFAULT_PRECISION:
+            paths.append(legacy_table_path(self.user_dir, plat.name, spec.key()))
+        for path in paths:
             if path.is_file():
                 return path
         return None
 
-    def measured_table(self, platform: str | Platform, spec: ArchSpec) -> LatencyTable | None:
-        """The platform's measured table for this architecture and the platform's runtime, or None.
+    def measured_table(self, platform: str | Platform, spec: ArchSpec,
+                       precision: str = DEFAULT_PRECISION) -> LatencyTable | None:
+        """The platform's measured table for this architecture, the platform's runtime and ``precision``, or None.
 
-        The table is checked against the spec, the platform and the runtime, so a file copied into the wrong
-        folder is refused rather than used. A table stored before tables were keyed by runtime is still read when
-        its provenance shows it was timed with the platform's runtime; otherwise it is refused in one line that
-        says to measure again (it may be a LiteRT table in an ONNX Runtime platform's place, or the reverse).
+        The table is checked against the spec, the platform, the runtime and the precision, so a file copied into
+        the wrong folder is refused rather than used. A table stored before tables were keyed by runtime is still
+        read when its provenance shows it was timed with the platform's runtime; otherwise it is refused in one
+        line that says to measure again (it may be a LiteRT table in an ONNX Runtime platform's place, or the
+        reverse).
         """
         plat = platform if isinstance(platform, Platform) else self.get(platform)
-        path = self.find_table(plat, spec)
+        path = self.find_table(plat, spec, check_precision(precision))
         if path is None:
             return None
         table = LatencyTable.load(path)
         if table.platform != plat.name:
             raise LatencyTableError(f"{path}: field 'platform' is '{table.platform}', expected '{plat.name}'")
+        if table.precision != precision:
+            raise LatencyTableError(f"{path}: field 'precision' is '{table.precision}', expected '{precision}' "
+                                    f"(a table of one precision never stands in for another)")
         runtime = table.runtime
         if runtime is None:  # old layout: the runtime is known only from the provenance, if at all
             recorded = table.provenance.get("runtime")
@@ -481,28 +506,37 @@ class Registry:
         table.check_matches(spec)
         return table
 
-    def latency_table(self, platform: str | Platform, spec: ArchSpec) -> LatencyTable:
-        """The measured table for this architecture and the platform's runtime if the user has one, else the
-        roofline estimate (see :meth:`measured_table` for what is checked)."""
+    def latency_table(self, platform: str | Platform, spec: ArchSpec,
+                      precision: str = DEFAULT_PRECISION) -> LatencyTable:
+        """The measured table for this architecture, the platform's runtime and ``precision`` if the user has one,
+        else the roofline estimate of that precision (see :meth:`measured_table` for what is checked).
+
+        A table of another precision is never used instead: with an fp32 table measured and no int8 one, int8
+        gets the estimated int8 table, labelled ``estimated`` with its assumed speed-up in the provenance.
+        """
         from slimzoo.platforms.roofline import estimate_table  # roofline imports this module
 
         plat = platform if isinstance(platform, Platform) else self.get(platform)
-        table = self.measured_table(plat, spec)
+        table = self.measured_table(plat, spec, precision)
         if table is not None:
             return table
-        path = self.table_path(plat, spec)
+        path = self.table_path(plat, spec, precision)
         if plat.latency.source == "measured":
+            what = "" if precision == DEFAULT_PRECISION else f" {precision}"
             raise LatencyTableError(
-                f"no measured latency table for {plat.name} and {spec.key()} (expected {path}); "
-                f"{plat.path} asks for measured latencies: profile the platform first")
-        return estimate_table(plat, spec)
+                f"no measured{what} latency table for {plat.name} and {spec.key()} (expected {path}); "
+                f"{plat.path} asks for measured latencies: profile the platform first "
+                f"({_how_to_measure(plat, precision)})")
+        return estimate_table(plat, spec, precision)
 
-    def budget_ms(self, platform: str | Platform, spec: ArchSpec, table: LatencyTable | None = None) -> float:
-        """``platform``'s budget for ``spec``, in ms: its :class:`BudgetRule` resolved on its latency table."""
+    def budget_ms(self, platform: str | Platform, spec: ArchSpec, table: LatencyTable | None = None,
+                  precision: str = DEFAULT_PRECISION) -> float:
+        """``platform``'s budget for ``spec``, in ms: its :class:`BudgetRule` resolved on its latency table (``table``,
+        else the platform's table of ``precision``)."""
         plat = platform if isinstance(platform, Platform) else self.get(platform)
         if not plat.budget.relative:
             return plat.budget.resolve(float("inf"), float("inf"))
-        table = table if table is not None else self.latency_table(plat, spec)
+        table = table if table is not None else self.latency_table(plat, spec, precision)
         return plat.budget.resolve(table.fastest(spec), table.predict(spec, spec.largest()))
 
 
@@ -511,9 +545,15 @@ def canonical_runtime(runtime: str) -> str:
     return RUNTIME_ALIASES.get(runtime, runtime)
 
 
-def measured_table_path(user_dir: Path, platform: str, runtime: str, arch_key: str) -> Path:
-    """``<user dir>/tables/<platform>/<runtime>/<arch key>.json``: one file per (platform, runtime, architecture)."""
-    return Path(user_dir) / "tables" / platform / canonical_runtime(runtime) / f"{arch_key}.json"
+def measured_table_path(user_dir: Path, platform: str, runtime: str, arch_key: str,
+                        precision: str = DEFAULT_PRECISION) -> Path:
+    """``<user dir>/tables/<platform>/<runtime>/<arch key>.json`` for fp32 (where tables were stored before they
+    had a precision), ``<user dir>/tables/<platform>/<runtime>/<precision>/<arch key>.json`` for int8 and fp16: one
+    file per (platform, runtime, precision, architecture)."""
+    folder = Path(user_dir) / "tables" / platform / canonical_runtime(runtime)
+    if check_precision(precision) != DEFAULT_PRECISION:
+        folder = folder / precision
+    return folder / f"{arch_key}.json"
 
 
 def legacy_table_path(user_dir: Path, platform: str, arch_key: str) -> Path:
@@ -521,11 +561,12 @@ def legacy_table_path(user_dir: Path, platform: str, arch_key: str) -> Path:
     return Path(user_dir) / "tables" / platform / f"{arch_key}.json"
 
 
-def _how_to_measure(plat: Platform) -> str:
+def _how_to_measure(plat: Platform, precision: str = DEFAULT_PRECISION) -> str:
+    flag = "" if precision == DEFAULT_PRECISION else f" --precision {precision}"
     if plat.this_machine:
         runtime = "litert" if plat.runtime == "tflite" else plat.runtime
-        return f"slimzoo profile --platform {plat.name} --runtime {runtime}"
-    return f"slimzoo profile-kit --platform {plat.name}, then slimzoo import-latency"
+        return f"slimzoo profile --platform {plat.name} --runtime {runtime}{flag}"
+    return f"slimzoo profile-kit --platform {plat.name}{flag}, then slimzoo import-latency"
 
 
 def load_registry(user_dir: Path | None = None) -> Registry:

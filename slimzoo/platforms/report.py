@@ -15,7 +15,7 @@ from typing import Any
 
 from slimzoo.errors import LatencyTableError
 from slimzoo.platforms.fit import accuracy
-from slimzoo.platforms.latency import LatencyTable
+from slimzoo.platforms.latency import DEFAULT_PRECISION, LatencyTable
 from slimzoo.platforms.registry import Platform, Registry
 from slimzoo.platforms.roofline import estimate_table
 from slimzoo.zoo.spec import ArchSpec
@@ -42,6 +42,7 @@ class LatencyReport:
         return {
             "platform": self.platform,
             "arch_key": self.arch_key,
+            "precision": self.provenance.get("precision", DEFAULT_PRECISION),
             "table": self.table_path,
             "heldout_configs": len(self.measured),
             "predictors": {name: {**self.metrics[name], "source": _source(name)} for name in PREDICTORS},
@@ -71,7 +72,7 @@ def build_report(spec: ArchSpec, platform: Platform, table: LatencyTable, table_
             f"{table_path or 'the measured table'} of {platform.name} has no held-out whole-network measurements "
             f"(made before fitting existed, or with --holdout 0): profile again (slimzoo profile / import-latency)")
     measured = [float(s["measured_ms"]) for s in heldout]
-    estimate = estimate_table(platform, spec)
+    estimate = estimate_table(platform, spec, table.precision)  # the estimate of the same precision
     tables = {"per-layer sum": prior, "fitted table": table, "roofline estimate": estimate}
     predictions = {name: [t.predict(spec, s["config"]) for s in heldout] for name, t in tables.items()}
     metrics = {name: accuracy(predictions[name], measured) for name in PREDICTORS}
@@ -80,15 +81,20 @@ def build_report(spec: ArchSpec, platform: Platform, table: LatencyTable, table_
                          noise=table.provenance.get("noise"))
 
 
-def latency_report(spec: ArchSpec, platform: str, registry: Registry, plot: Path | None = None) -> LatencyReport:
-    """Load ``platform``'s measured table for ``spec`` from the registry and report on it (and plot it)."""
+def latency_report(spec: ArchSpec, platform: str, registry: Registry, plot: Path | None = None,
+                   precision: str = DEFAULT_PRECISION) -> LatencyReport:
+    """Load ``platform``'s measured table of ``precision`` for ``spec`` from the registry and report on it (and
+    plot it)."""
     plat = registry.get(platform)
-    table = registry.measured_table(plat, spec)  # the platform's runtime's table, checked as search reads it
-    path = registry.find_table(plat, spec)
+    table = registry.measured_table(plat, spec, precision)  # the platform's runtime's table, as search reads it
+    path = registry.find_table(plat, spec, precision)
     if table is None or path is None:
-        how = "slimzoo profile" if plat.this_machine else "slimzoo profile-kit, then slimzoo import-latency"
-        raise LatencyTableError(f"no measured latency table for {plat.name} ({plat.runtime}) and {spec.key()} "
-                                f"(expected {registry.table_path(plat, spec)}): measure it first ({how})")
+        flag = "" if precision == DEFAULT_PRECISION else f" --precision {precision}"
+        how = (f"slimzoo profile{flag}" if plat.this_machine
+               else f"slimzoo profile-kit{flag}, then slimzoo import-latency")
+        what = "" if precision == DEFAULT_PRECISION else f" {precision}"
+        raise LatencyTableError(f"no measured{what} latency table for {plat.name} ({plat.runtime}) and {spec.key()} "
+                                f"(expected {registry.table_path(plat, spec, precision)}): measure it first ({how})")
     report = build_report(spec, plat, table, str(path))
     if plot is not None:
         report.plot = str(write_scatter(report, plot))
@@ -132,7 +138,9 @@ def write_scatter(report: LatencyReport, path: Path) -> Path:
         threads = prov.get("threads")
         where = prov.get("device") or prov.get("cpu_model", "")
         ax.set_title(f"{report.platform}: {len(report.measured)} held-out configs\n{where}"
-                     + (f", {threads} thread(s)" if threads else "") + f", {prov.get('runtime', '')}", fontsize=9)
+                     + (f", {threads} thread(s)" if threads else "") + f", {prov.get('runtime', '')}"
+                     + (f", {prov['precision']}" if prov.get("precision", DEFAULT_PRECISION) != DEFAULT_PRECISION
+                        else ""), fontsize=9)
         ax.set_xlabel("measured latency (ms)")
         ax.set_ylabel("predicted latency (ms)")
         ax.grid(alpha=0.3, which="both")

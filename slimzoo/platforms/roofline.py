@@ -6,6 +6,12 @@ written plus the weights. Peak rates are unknown for every built-in (and would o
 so ``rate`` is *fitted*: one scalar per platform, solved by bisection so that the full MobileNetV2 at 224x224 is
 predicted at the platform's published measured latency. Everything else in the formula is a stated assumption, and
 every table records which inputs were known, which were unknown and which were assumed.
+
+**Other precisions.** The calibration points are fp32 (or, for Core ML, the runtime's default) runs. An int8 or fp16
+estimate is the fp32 roofline with its compute and memory time divided by an *assumed* speed-up of the platform's
+kind (:data:`PRECISION_SPEEDUPS`, by runtime; a platform file may give its own ``latency.int8_speedup`` with its
+source); per-layer dispatch overhead and the per-inference offset are kept as they are. The figure, its source and
+the plain statement that it is an assumption are recorded in the table's provenance (``precision_assumption``).
 """
 
 from __future__ import annotations
@@ -17,15 +23,71 @@ from typing import Any
 import numpy as np
 
 from slimzoo.errors import RegistryError
-from slimzoo.platforms.latency import LatencyTable, layer_grid
+from slimzoo.platforms.latency import DEFAULT_PRECISION, LatencyTable, check_precision, layer_grid
 from slimzoo.platforms.registry import Platform, host_cpu_facts
 from slimzoo.zoo.mobilenetv2_spec import mobilenetv2_spec
 from slimzoo.zoo.spec import ArchSpec, LayerSpec
 
-__all__ = ["BYTES_PER_ELEMENT", "RooflineParams", "calibration_spec", "estimate_table", "layer_ms",
-           "roofline_params"]
+__all__ = ["BYTES_PER_ELEMENT", "PRECISION_SPEEDUPS", "PrecisionAssumption", "RooflineParams", "calibration_spec",
+           "estimate_table", "layer_ms", "precision_assumption", "roofline_params"]
 
 BYTES_PER_ELEMENT = 4  # fp32 activations and weights: what the CPU runtimes we estimate for compute in
+
+
+@dataclass(frozen=True)
+class PrecisionAssumption:
+    """How much faster than fp32 a model of another precision is assumed to run on a platform, and why."""
+
+    speedup: float
+    source: str
+
+
+# Assumed speed-up over fp32 of the compute and memory time, by precision and platform kind (runtime). These are
+# assumptions, not measurements of the platforms they are applied to; docs/device-facts.md gives the sources.
+PRECISION_SPEEDUPS: dict[str, dict[str, PrecisionAssumption]] = {
+    "int8": {
+        "tflite": PrecisionAssumption(1.46, (
+            "TFLite hosted-models table (tensorflow lite/g3doc/guide/hosted_models.md), Pixel 3 (Snapdragon 845), "
+            "CPU 4 threads: MobileNetV2 1.0 224x224 float 17.5 ms, Mobilenet_V2_1.0_224_quant 12 ms, "
+            "17.5 / 12 = 1.46. Another SoC, an older TFLite and another network than this platform's, so an "
+            "assumption for it")),
+        "onnxruntime": PrecisionAssumption(1.0, (
+            "no speed-up assumed (engineering assumption; no public MobileNetV2 int8 / fp32 figure for ONNX "
+            "Runtime on x86 was found): u8s8 kernels do about twice the multiply-accumulates per instruction of "
+            "fp32 FMA on AVX2, but a QDQ model adds quantize, dequantize and layout work and small layers gain "
+            "nothing. On the 2-core development VM (AMD EPYC, onnxruntime 1.32) int8 whole networks of the shipped "
+            "spec ran 1.0-1.3x as fast as fp32 at full width and 0.46-0.74x (slower) at the smallest width "
+            "(docs/benchmarks.md, issue 14), so neither a gain nor a loss is assumed. Profile the host with "
+            "--precision int8")),
+        "coreml": PrecisionAssumption(1.0, (
+            "no speed-up assumed: the coremltools Performance guide (opt-quantization-perf) says int8-int8 compute "
+            "is faster on the Neural Engine of A17 Pro / M4 and later; on earlier chips (the iPhone 12's A14) int8 "
+            "weights cut memory traffic but the Neural Engine computes in fp16, as the fp32 (default compute "
+            "units) calibration point already does")),
+    },
+    "fp16": {
+        "tflite": PrecisionAssumption(1.0, (
+            "no speed-up assumed: a float16-quantized TFLite model's weights are dequantized to fp32 on the CPU by "
+            "default (TFLite post-training float16 quantization guide), so XNNPACK runs fp32 kernels")),
+        "onnxruntime": PrecisionAssumption(1.0, (
+            "no speed-up assumed: ONNX Runtime's CPU provider has fp32 kernels for most ops and inserts casts "
+            "around fp16 ones")),
+        "coreml": PrecisionAssumption(1.0, (
+            "no speed-up assumed: Core ML runs fp16 on the GPU and Neural Engine whatever the model's stored "
+            "precision, and the calibration point is such a run")),
+    },
+}
+
+
+def precision_assumption(platform: Platform, precision: str) -> PrecisionAssumption | None:
+    """The assumed speed-up of ``precision`` over fp32 on ``platform`` (None for fp32): the platform file's own
+    ``latency.int8_speedup`` for int8 when it gives one, else the default of the platform's runtime."""
+    if check_precision(precision) == DEFAULT_PRECISION:
+        return None
+    lat = platform.latency
+    if precision == "int8" and lat.int8_speedup is not None:
+        return PrecisionAssumption(lat.int8_speedup, f"{platform.path}: {lat.int8_speedup_source}")
+    return PRECISION_SPEEDUPS[precision][platform.runtime]
 
 
 @dataclass(frozen=True)
@@ -151,9 +213,31 @@ def roofline_params(platform: Platform) -> tuple[RooflineParams, dict[str, Any]]
     return params, provenance
 
 
-def estimate_table(platform: Platform, spec: ArchSpec) -> LatencyTable:
-    """The roofline table of ``spec`` on ``platform`` (labelled estimated; a measured table replaces it)."""
+def estimate_table(platform: Platform, spec: ArchSpec, precision: str = DEFAULT_PRECISION) -> LatencyTable:
+    """The roofline table of ``spec`` on ``platform`` at ``precision`` (labelled estimated; a measured table of the
+    same precision replaces it). For int8 and fp16, the fp32 roofline's compute and memory time divided by the
+    assumed speed-up (:func:`precision_assumption`), which the provenance states as an assumption."""
     params, provenance = roofline_params(platform)
+    assumption = precision_assumption(platform, precision)
+    if assumption is not None:
+        # max(c / r, m) / s == max(c / (r * s), m / s): a faster rate and a wider bandwidth, overheads unchanged
+        params = RooflineParams(
+            rate_gmacs_per_s=params.rate_gmacs_per_s * assumption.speedup,
+            depthwise_efficiency=params.depthwise_efficiency,
+            bandwidth_gbps=None if params.bandwidth_gbps is None else params.bandwidth_gbps * assumption.speedup,
+            per_layer_overhead_ms=params.per_layer_overhead_ms, offset_ms=params.offset_ms)
+        provenance["precision"] = precision
+        provenance["precision_assumption"] = {
+            "assumed": True,
+            "statement": (f"ASSUMED, not measured: the {precision} latency is the fp32 estimate's compute and memory "
+                          f"time divided by an assumed speed-up of {assumption.speedup:g}x "
+                          f"({platform.runtime} platforms); per-layer overhead and offset unchanged. Measure an "
+                          f"{precision} table to replace it"),
+            "speedup": assumption.speedup,
+            "applies_to": "compute and memory time of every layer (not per-layer overhead or offset)",
+            "source": assumption.source,
+        }
+        provenance["params"] = asdict(params)
     terms: dict[str, np.ndarray] = {}
     for layer in spec.layers:
         shape, cells = layer_grid(spec, layer)
@@ -162,4 +246,4 @@ def estimate_table(platform: Platform, spec: ArchSpec) -> LatencyTable:
             term[index] = layer_ms(layer, c_in, c_out, params)
         terms[layer.name] = term
     return LatencyTable(arch_key=spec.key(), platform=platform.name, source="estimated", provenance=provenance,
-                        offset_ms=params.offset_ms, terms=terms)
+                        offset_ms=params.offset_ms, terms=terms, precision=precision)

@@ -12,6 +12,15 @@ A layer timed alone pays costs a whole network pays once, not once per layer. On
 ONNX Runtime puts at a graph's edges are cut out of each optimised cell graph here (see :class:`_CellTimer`); the
 fixed cost of every ``run`` is measured with the identity probe and subtracted by the profiler.
 
+**int8.** An int8 ONNX probe (a QDQ model, :func:`slimzoo.platforms.probes.quantize_onnx`) is optimised by ONNX
+Runtime into QLinearConv / QLinearAdd / QGemm kernels, with QuantizeLinear (and on x86 a Transpose to NHWC) at the
+inputs and Transpose + DequantizeLinear at the outputs: costs a network pays once, at its ends. They are cut out of
+each optimised int8 cell graph the same way (the cell is fed uint8 tensors in the layout its kernel reads, and
+gives its quantized output), and a residual layer's Add reads the conv's NHWC output directly, as in a network.
+Quantizing takes 20 ms to 0.2 s per layer probe and up to 2 s per whole network, so each int8 probe is quantized
+(and a cell cut) once and kept, on disk for the backend's life, for every round; each round still opens a fresh
+session on it, with fresh random inputs.
+
 ``onnxruntime``, ``onnx`` and ``ai_edge_litert`` are imported only when something is timed.
 """
 
@@ -21,14 +30,16 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from slimzoo.errors import RegistryError
-from slimzoo.platforms.probes import OPSET, identity_model, layer_model, network_model
+from slimzoo.platforms.latency import DEFAULT_PRECISION
+from slimzoo.platforms.probes import (ONNX_INT8, OPSET, TFLITE_INT8, check_probe_precision, identity_model,
+                                      layer_model, network_model)
 from slimzoo.zoo.spec import ArchSpec, LayerSpec
 
 if TYPE_CHECKING:
@@ -191,6 +202,92 @@ class _CellTimer:
         graph.output.pop()
         graph.output.append(helper.make_tensor_value_info(conv.output[0], TensorProto.FLOAT, None))
 
+    def prepare_int8(self, model: bytes, feeds: dict[str, np.ndarray]) -> tuple[bytes, dict[str, np.ndarray], bool]:
+        """(graph, feeds, already optimised?) of an int8 (QDQ) cell with its boundary quantization cut out.
+
+        After optimisation the graph reads its float inputs through QuantizeLinear (and a Transpose to the
+        kernels' layout) and writes its outputs through Transpose and DequantizeLinear. In a network these run
+        once, at its ends; here they are removed: the cell is fed uint8 tensors of the shape the kernel reads and
+        its outputs are the quantized tensors. A residual conv's NHWC output then goes to the Add through a
+        Transpose a network does not have; that Transpose is removed and the skip input fed in NHWC.
+        """
+        from onnx import helper, numpy_helper
+
+        optimized = self._optimized(model)
+        graph = optimized.graph
+        init = {t.name: t for t in graph.initializer}
+        inputs = {vi.name: vi for vi in graph.input}
+        feeds = dict(feeds)
+        # name -> (shape, numpy dtype) of every tensor fed from outside, as it is cut
+        boundary: dict[str, tuple[list[int], np.dtype]] = {n: (list(v.shape), v.dtype) for n, v in feeds.items()}
+
+        def consumers(name: str) -> list[Any]:
+            return [n for n in graph.node if name in n.input]
+
+        def zero_dtype(node: Any) -> np.dtype:
+            zp = init.get(node.input[2]) if len(node.input) > 2 else None
+            return numpy_helper.to_array(zp).dtype if zp is not None else np.dtype(np.uint8)
+
+        removed = 0
+        for node in list(graph.node):  # leading QuantizeLinear / Transpose chains, in topological order
+            src = node.input[0] if node.input else ""
+            if node.domain or src not in boundary or len(consumers(src)) != 1 or src in {o.name for o in graph.output}:
+                continue
+            shape, dtype = boundary[src]
+            if node.op_type == "QuantizeLinear":
+                boundary[node.output[0]] = (shape, zero_dtype(node))
+            elif node.op_type == "Transpose":
+                perm = list(next(a.ints for a in node.attribute if a.name == "perm"))
+                boundary[node.output[0]] = ([shape[i] for i in perm], dtype)
+            else:
+                continue
+            del boundary[src]
+            graph.node.remove(node)
+            removed += 1
+        outputs: dict[str, np.dtype] = {o.name: np.dtype(np.float32) for o in graph.output}
+        for node in reversed(list(graph.node)):  # trailing Transpose / DequantizeLinear chains
+            out = node.output[0] if node.output else ""
+            if node.domain or out not in outputs or node.op_type not in ("DequantizeLinear", "Transpose"):
+                continue
+            src = node.input[0]
+            if src in boundary or len(consumers(src)) != 1:
+                continue
+            dtype = zero_dtype(node) if node.op_type == "DequantizeLinear" else outputs[out]
+            del outputs[out]
+            outputs[src] = dtype
+            graph.node.remove(node)
+            removed += 1
+        if not removed:
+            return model, feeds, False
+        # residual: conv (NHWC) -> Transpose -> QLinearAdd(., skip): the Add reads the conv's output directly
+        for node in list(graph.node):
+            if node.op_type != "Transpose" or node.domain:
+                continue
+            users = consumers(node.output[0])
+            if len(users) != 1 or users[0].op_type != "QLinearAdd":
+                continue
+            add = users[0]
+            others = [name for name in add.input if name in boundary and name != node.output[0]]
+            if len(others) != 1:
+                continue
+            perm = list(next(a.ints for a in node.attribute if a.name == "perm"))
+            shape, dtype = boundary[others[0]]
+            boundary[others[0]] = ([shape[perm.index(j)] for j in range(len(perm))], dtype)
+            add.input[list(add.input).index(node.output[0])] = node.input[0]
+            graph.node.remove(node)
+        del graph.input[:]
+        new_feeds: dict[str, np.ndarray] = {}
+        for name, (shape, dtype) in boundary.items():
+            if name in inputs or any(name in n.input for n in graph.node):
+                graph.input.append(helper.make_tensor_value_info(
+                    name, helper.np_dtype_to_tensor_dtype(dtype), shape))
+                new_feeds[name] = _random_feed(self.rng, shape, dtype)
+        del graph.output[:]
+        for name, dtype in outputs.items():
+            graph.output.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype), None))
+        self.stripped += 1
+        return optimized.SerializeToString(), new_feeds, True
+
     def time(self, model: bytes, feeds: dict[str, np.ndarray], repeats: int, warmup: int,
              strip: bool = True) -> np.ndarray:
         """Per-run wall times in ms, after ``warmup`` untimed runs (first runs pay allocation and cache misses)."""
@@ -198,6 +295,15 @@ class _CellTimer:
         if strip:
             model, feeds, optimized = self.prepare(model, feeds)
         return _time_runs(model, feeds, self.plain_opts if optimized else self.opts, repeats, warmup)
+
+
+def _random_feed(rng: np.random.Generator, shape: Any, dtype: Any) -> np.ndarray:
+    """A random input of ``shape`` and ``dtype``: the full range of an integer type, standard normal otherwise."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, int(info.max) + 1, shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
 
 
 def _time_runs(model: bytes, feeds: Mapping[str, np.ndarray], opts: onnxruntime.SessionOptions, repeats: int,
@@ -270,29 +376,54 @@ Probe = tuple[bytes, dict[str, np.ndarray], Any]  # model bytes, input feeds, ru
 
 
 class _OrtBackend:
-    """ONNX Runtime, CPU provider: cells with their NCHWc boundary reorders cut, networks as built."""
+    """ONNX Runtime, CPU provider: cells with their NCHWc boundary reorders (int8: boundary quantization) cut,
+    networks as built."""
 
     runtime = "onnxruntime"
 
-    def __init__(self, threads: int, rng: np.random.Generator, spinning: bool = True) -> None:
+    def __init__(self, threads: int, rng: np.random.Generator, spinning: bool = True,
+                 precision: str = DEFAULT_PRECISION) -> None:
         self.threads = threads
         self.rng = rng
         self.spinning = spinning
+        self.precision = check_probe_precision("onnx", precision)
         self.timer = _CellTimer(threads, rng, spinning)
+        self._cache: dict[Any, tuple[Path, dict[str, tuple[tuple[int, ...], np.dtype]], bool]] = {}
 
     def version(self) -> str:
         import onnxruntime as ort
 
         return ort.__version__
 
+    def _kept(self, key: Any, build: Callable[[], tuple[bytes, dict[str, np.ndarray], bool]]
+              ) -> tuple[bytes, dict[str, np.ndarray], bool]:
+        """An int8 probe (graph, feeds, already optimised?), built on first use and kept on disk; fresh random
+        feeds of its inputs each time."""
+        if key not in self._cache:
+            model, feeds, optimized = build()
+            path = Path(self.timer._tmp.name) / f"int8_{len(self._cache)}.onnx"
+            path.write_bytes(model)
+            self._cache[key] = (path, {n: (v.shape, v.dtype) for n, v in feeds.items()}, optimized)
+        path, shapes, optimized = self._cache[key]
+        feeds = {name: _random_feed(self.rng, shape, dtype) for name, (shape, dtype) in shapes.items()}
+        return path.read_bytes(), feeds, optimized
+
     def cell(self, layer: LayerSpec, c_in: int, c_out: int) -> Probe:
-        model, feeds, optimized = self.timer.prepare(*layer_model("onnx", layer, c_in, c_out, self.rng))
+        if self.precision == "int8":
+            model, feeds, optimized = self._kept(("cell", layer.name, c_in, c_out), lambda: self.timer.prepare_int8(
+                *layer_model("onnx", layer, c_in, c_out, self.rng, "int8")))
+        else:
+            model, feeds, optimized = self.timer.prepare(*layer_model("onnx", layer, c_in, c_out, self.rng))
         return model, feeds, self.timer.plain_opts if optimized else self.timer.opts
 
     def identity(self) -> Probe:
         return (*identity_model("onnx", self.rng), self.timer.opts)
 
     def network(self, spec: ArchSpec, config: Mapping[str, int], seed: int) -> Probe:
+        if self.precision == "int8":
+            key = ("network", spec.key(), tuple(sorted(spec.validate(config).items())), seed)
+            model, feeds, _ = self._kept(key, lambda: (*network_model("onnx", spec, config, seed, "int8"), False))
+            return model, feeds, self.timer.opts
         return (*network_model("onnx", spec, config, seed), self.timer.opts)
 
     def time(self, probe: Probe, runs: int, warmup: int) -> np.ndarray:
@@ -301,9 +432,15 @@ class _OrtBackend:
     def facts(self, cells: int) -> dict[str, Any]:
         import onnx
 
-        return {"onnx_version": onnx.__version__, "opset": OPSET, "graph_optimization": "ORT_ENABLE_ALL",
-                "execution_mode": "sequential", "intra_op_spinning": self.spinning, "nchwc_block": self.timer.block,
-                "boundary_reorders_removed": f"{self.timer.stripped} of {cells} cell timings"}
+        facts = {"onnx_version": onnx.__version__, "opset": OPSET, "graph_optimization": "ORT_ENABLE_ALL",
+                 "execution_mode": "sequential", "intra_op_spinning": self.spinning, "nchwc_block": self.timer.block}
+        if self.precision == "int8":
+            facts["quantization"] = dict(ONNX_INT8)
+            built = sum(1 for key in self._cache if key[0] == "cell")  # each cell is cut once, then kept
+            facts["boundary_quantization_removed"] = f"{self.timer.stripped} of {built} cells"
+        else:
+            facts["boundary_reorders_removed"] = f"{self.timer.stripped} of {cells} cell timings"
+        return facts
 
     def close(self) -> None:
         self.timer.close()
@@ -314,9 +451,10 @@ class _LiteRTBackend:
 
     runtime = "litert"
 
-    def __init__(self, threads: int, rng: np.random.Generator) -> None:
+    def __init__(self, threads: int, rng: np.random.Generator, precision: str = DEFAULT_PRECISION) -> None:
         self.threads = threads
         self.rng = rng
+        self.precision = check_probe_precision("tflite", precision)
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -324,19 +462,22 @@ class _LiteRTBackend:
         return version("ai-edge-litert")
 
     def cell(self, layer: LayerSpec, c_in: int, c_out: int) -> Probe:
-        return (*layer_model("tflite", layer, c_in, c_out, self.rng), None)
+        return (*layer_model("tflite", layer, c_in, c_out, self.rng, self.precision), None)
 
     def identity(self) -> Probe:
         return (*identity_model("tflite", self.rng), None)
 
     def network(self, spec: ArchSpec, config: Mapping[str, int], seed: int) -> Probe:
-        return (*network_model("tflite", spec, config, seed), None)
+        return (*network_model("tflite", spec, config, seed, self.precision), None)
 
     def time(self, probe: Probe, runs: int, warmup: int) -> np.ndarray:
         return _time_tflite(probe[0], probe[1], self.threads, runs, warmup)
 
     def facts(self, cells: int) -> dict[str, Any]:
-        return {"delegate": "XNNPACK (the interpreter's default)", "layout": "NHWC"}
+        facts: dict[str, Any] = {"delegate": "XNNPACK (the interpreter's default)", "layout": "NHWC"}
+        if self.precision == "int8":
+            facts["quantization"] = dict(TFLITE_INT8)
+        return facts
 
     def close(self) -> None:
         pass
@@ -354,15 +495,17 @@ def litert_available() -> bool:
 Backend = _OrtBackend | _LiteRTBackend
 
 
-def open_backend(runtime: str, threads: int, rng: np.random.Generator, spinning: bool = True) -> Backend:
-    """The timing backend of ``runtime`` (one of :data:`RUNTIMES`); the caller closes it."""
+def open_backend(runtime: str, threads: int, rng: np.random.Generator, spinning: bool = True,
+                 precision: str = DEFAULT_PRECISION) -> Backend:
+    """The timing backend of ``runtime`` (one of :data:`RUNTIMES`) for probes of ``precision``; the caller closes
+    it."""
     if runtime == "onnxruntime":
-        return _OrtBackend(threads, rng, spinning)
+        return _OrtBackend(threads, rng, spinning, precision)
     if runtime == "litert":
         if not litert_available():
             raise RegistryError("runtime 'litert' is not available: the LiteRT interpreter (pip install "
                                 "ai-edge-litert) is not installed; use --runtime onnxruntime")
-        return _LiteRTBackend(threads, rng)
+        return _LiteRTBackend(threads, rng, precision)
     raise RegistryError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
 
 
