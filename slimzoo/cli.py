@@ -37,6 +37,9 @@ CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Checkp
 RegistryOpt = Annotated[Path | None, typer.Option("--registry", envvar="SLIMZOO_REGISTRY",
                                                   help="Directory of user platform files and measured tables.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+TablePrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="Latency table of this precision: fp32 (default) or int8 (measured, or estimated with a "
+                        "stated, assumed speed-up).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show every detail (the default view fits 100 "
                                           "columns).")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="The checkpoint's dataset directory (default: "
@@ -380,6 +383,7 @@ def search(
     time_limit: Annotated[str | None, typer.Option("--time-limit", metavar="S", help="With --problem: stop the "
                                                    "exact or milp solver after S seconds and report the gap.")]
     = None,
+    precision: TablePrecisionOpt = "fp32",
     dump_problem: Annotated[Path | None, typer.Option("--dump-problem", help="With --platform: write the search "
                                                       "problem to this JSON file instead of solving it.")] = None,
     pareto: Annotated[Path | None, typer.Option("--pareto", help="Also write each platform's Pareto front "
@@ -415,6 +419,8 @@ def search(
         return print_problem_result(solve_problem_file(problem, budget_ms, solver, limit_s), as_json)
     if limit_s is not None:
         raise fail("--time-limit applies to --problem only")
+    if precision != "fp32" and platform is None:
+        raise fail("--precision applies to --platform (one platform's table of that precision)")
     from slimzoo import api
 
     if dump_problem is not None:
@@ -436,7 +442,7 @@ def search(
         _print_all_platforms(everything, plots, verbose)
         return None
     result = api.search_platform(platform, budget_ms, checkpoint, registry, solver,  # type: ignore[arg-type]
-                                 objective=objective)
+                                 objective=objective, precision=precision)
     plots = api.write_pareto_plots(result, pareto) if pareto is not None else []
     if as_json:
         data = result.to_json()
@@ -568,6 +574,7 @@ def profile(
     holdout: Annotated[int | None, typer.Option(min=1, help="How many of them the fit never sees "
                                                 "(default a third).")] = None,
     repeats: Annotated[int | None, typer.Option(min=5, help="Timed runs per layer variant.")] = None,
+    precision: TablePrecisionOpt = "fp32",
     spin: Annotated[bool, typer.Option("--spin/--no-spin", help="onnxruntime: idle pool threads spin (default, "
                                        "as deployed) or sleep (steadier on an oversubscribed machine).")] = True,
     seed: int = 0,
@@ -583,7 +590,7 @@ def profile(
         raise typer.BadParameter("must be onnxruntime or litert", param_hint="--runtime")
     with progress_bar(f"profiling {platform} ({runtime}, {threads} thread(s))") as progress:
         table, path = api.profile(platform, checkpoint, registry, threads, repeats, progress, runtime=runtime,
-                                  samples=samples, holdout=holdout, seed=seed, spinning=spin)
+                                  samples=samples, holdout=holdout, seed=seed, spinning=spin, precision=precision)
     prov = table.provenance
     fit = prov.get("fit", {})
     summary = {"platform": table.platform, "path": str(path), "source": table.source, "arch_key": table.arch_key,
@@ -688,6 +695,7 @@ def market_crp(
 @handle_errors
 def latency_report(
     platform: Annotated[str, typer.Option("--platform", help="A platform with a measured table.")],
+    precision: TablePrecisionOpt = "fp32",
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write the predicted-vs-measured scatter "
                                               "(PNG).")] = None,
     checkpoint: CheckpointOpt = None,
@@ -697,7 +705,7 @@ def latency_report(
     """How well latency is predicted on held-out configs: per-layer sum, fitted table, roofline estimate."""
     from slimzoo import api
 
-    report = api.latency_report(platform, checkpoint, registry, plot)
+    report = api.latency_report(platform, checkpoint, registry, plot, precision)
     if as_json:
         return print_json(report.to_json())
     data = report.to_json()
@@ -722,6 +730,7 @@ def profile_kit(
     platform: Annotated[str, typer.Option("--platform", help="The device the kit is for (see list-platforms).")],
     out: Annotated[Path, typer.Option("--out", help="Kit folder to write.")],
     fmt: Annotated[str, typer.Option("--format", help="tflite (Android, benchmark_model) or onnx.")] = "tflite",
+    precision: TablePrecisionOpt = "fp32",
     samples: Annotated[int | None, typer.Option(min=2, help="Random whole-network probes (default 110).")] = None,
     holdout: Annotated[int | None, typer.Option(min=1, help="How many of them the fit never sees "
                                                 "(default a third).")] = None,
@@ -734,7 +743,8 @@ def profile_kit(
     from slimzoo import api
 
     with progress_bar(f"writing {fmt} kit for {platform}") as progress:
-        summary = api.profile_kit(platform, fmt, out, checkpoint, registry, samples, holdout, seed, progress)
+        summary = api.profile_kit(platform, fmt, out, checkpoint, registry, samples, holdout, seed, progress,
+                                  precision)
     if as_json:
         return print_json(summary)
     counts = summary["counts"]
@@ -810,6 +820,9 @@ def build_zoo(
     formats: Annotated[str | None, typer.Option(help="Comma-separated formats (default: every built format: "
                                                 "onnx,coreml,tflite).")] = None,
     budgets: Annotated[str | None, typer.Option(help="Per-platform budget overrides: name=ms,name=ms.")] = None,
+    precisions: Annotated[str | None, typer.Option(help="Comma-separated precisions to build for every format, e.g. "
+                                                   "fp32,int8 (default: each format's own; an int8 model is "
+                                                   "searched on the int8 latency table).")] = None,
     no_measure: Annotated[bool, typer.Option("--no-measure", help="Do not time the models whose runtime runs "
                                              "here (the timings go to build-log.json, never to the manifest).")]
     = False,
@@ -831,7 +844,7 @@ def build_zoo(
     names = None if platforms.strip() == "all" else _name_list(platforms)
     with _terminate_as_interrupt(), _lazy_bar(f"building {out}") as progress:  # no bar before the request is checked
         summary = api.build_zoo(out, names, _name_list(formats), checkpoint, registry, budget_map,
-                                not no_measure, progress, data_dir=data_dir)
+                                not no_measure, progress, data_dir=data_dir, precisions=_name_list(precisions))
     if as_json:
         print_json(summary)
     else:
@@ -895,21 +908,25 @@ def zoo_list(zoo: Annotated[Path, typer.Argument(help="Zoo directory.")], as_jso
                                                    "sha256.")] = False) -> None:
     """Every model of the zoo: platform, format, status, latency, budget, accuracy, size (files: --verbose, or
     `zoo show`)."""
-    from slimzoo.exporters.manifest import read_manifest
+    from slimzoo.exporters.manifest import model_id, read_manifest
 
     manifest = read_manifest(zoo)
     if as_json:
         return print_json(manifest["models"])
+
+    def fmt(m: dict[str, Any]) -> str:  # a non-default precision is part of the model's name (pixel5/tflite/int8)
+        return m["format"] if "id" not in m else f"{m['format']} {model_id(m).rsplit('/', 1)[1]}"
+
     sources = {m["latency_table"]["source"] for m in manifest["models"] if m["status"] == "ok"}
     one_source = len(sources) <= 1  # then named once in the title, not in a column
     rows = []
     for m in manifest["models"]:
         if m["status"] == "ok":
-            rows.append([m["platform"], m["format"], "ok", f"{m['predicted_latency_ms']:.4f}", f"{m['budget_ms']:g}",
+            rows.append([m["platform"], fmt(m), "ok", f"{m['predicted_latency_ms']:.4f}", f"{m['budget_ms']:g}",
                          *([] if one_source else [m["latency_table"]["source"]]),
                          "-" if m.get("accuracy") is None else f"{m['accuracy']:.2%}", _size(m["size_bytes"])])
         else:
-            rows.append([m["platform"], m["format"], "FAILED", "", "", *([] if one_source else [""]), "", ""])
+            rows.append([m["platform"], fmt(m), "FAILED", "", "", *([] if one_source else [""]), "", ""])
     ck = manifest.get("checkpoint", {})
     console.print(table_(f"{zoo} (checkpoint {ck.get('file', '?')} {str(ck.get('sha256', ''))[:12]}"
                          + (f"; latency tables: {next(iter(sources))}" if len(sources) == 1 else "") + ")"
@@ -918,7 +935,7 @@ def zoo_list(zoo: Annotated[Path, typer.Argument(help="Zoo directory.")], as_jso
                           *([] if one_source else ["table"]), "accuracy", "size"], rows, wrap=("table",)))
     for m in manifest["models"]:
         if m["status"] != "ok":
-            console.print(f"FAILED {m['platform']}/{m['format']}: {m.get('reason', '')}", highlight=False)
+            console.print(f"FAILED {model_id(m)}: {m.get('reason', '')}", highlight=False)
         elif verbose:
             console.print(f"{m['platform']}/{m['format']}: {m['path']} ({m['size_bytes']:,} bytes, sha256 "
                           f"{m['sha256']})", highlight=False)

@@ -250,7 +250,9 @@ class CheckReport:
 
 
 def model_id(model: dict[str, Any]) -> str:
-    return f"{model['platform']}/{model['format']}"
+    """``platform/format`` for a format's default precision, ``platform/format/precision`` for another (the
+    build records it as ``id``)."""
+    return str(model.get("id") or f"{model['platform']}/{model['format']}")
 
 
 def verify_files(zoo: Path, manifest: dict[str, Any], incomplete: str | None = None) -> list[Case]:
@@ -338,13 +340,14 @@ def recompute(manifest: dict[str, Any], model: dict[str, Any], registry: Any) ->
     try:
         spec = ArchSpec.from_json(manifest["arch"])
         plat = registry.get(model["platform"])
-        table = registry.latency_table(plat, spec)
+        # the table the model was searched on (int8 models: the int8 table); budgets are ms on the fp32 table
+        table = registry.latency_table(plat, spec, model.get("latency_precision", "fp32"))
         latency = table.predict(spec, model.get("width_config") or {})
         override = ((manifest.get("requested") or {}).get("budgets") or {}).get(plat.name)
         if isinstance(override, (int, float)) and not isinstance(override, bool):
             budget, origin = float(override), "--budgets"
         else:
-            budget, origin = registry.budget_ms(plat, spec, table), "registry"
+            budget, origin = registry.budget_ms(plat, spec), "registry"
     except SlimzooError as exc:
         return Recomputed(error=f"cannot recompute the predicted latency: {exc}")
     return Recomputed(latency, budget, origin, table.source, content_hash(table.to_json()))

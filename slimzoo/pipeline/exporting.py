@@ -17,7 +17,7 @@ from typing import Any
 from slimzoo import __version__
 from slimzoo.fileio import write_json
 from slimzoo.pipeline.searching import PlatformSearch, search
-from slimzoo.pipeline.workspace import Workspace, check_budget
+from slimzoo.pipeline.workspace import Workspace, check_budget, table_precision
 from slimzoo.progress import ProgressFn, no_progress
 
 N_RANDOM_VALIDATION_INPUTS = 16
@@ -37,14 +37,16 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
                     precision: str | None = None, layout: str | None = None, solver: str = "exact",
                     seed: int = 0, input_type: str | None = None, verbose: bool = False,
                     data_dir: Path | None = None, progress: ProgressFn = no_progress, *, io: str | None = None,
-                    workspace: Workspace | None = None, reproducible: bool = False) -> ExportResult:
+                    workspace: Workspace | None = None, reproducible: bool = False,
+                    file_stem: str | None = None) -> ExportResult:
     """Search, slice, recalibrate BN, export and validate one platform's model, then write its JSON sidecar.
 
     ``precision``, ``layout`` and ``input_type`` default (None) to the format's own defaults (Core ML: fp16;
     TFLite: NHWC). ``int8`` is calibrated on the same fixed, class-balanced training images BatchNorm re-estimation
     uses; ``io`` (TFLite int8 only) makes the model's input and output int8 too. ``progress(done, total, stage)`` names each stage (:data:`EXPORT_STAGES`) as it starts.
     ``reproducible``: leave run-to-run facts (export time, the checkpoint's local path) out of the sidecar, so
-    the same inputs write the same bytes (what a zoo's manifest hashes).
+    the same inputs write the same bytes (what a zoo's manifest hashes). ``file_stem``: the model file's name
+    without suffix (default: the platform's name).
     """
     from slimzoo.exporters.base import ExportOptions, get_exporter
     from slimzoo.fileio import check_writable_dir
@@ -61,15 +63,18 @@ def export_platform(platform: str, fmt: str = "onnx", out_dir: Path = Path("zoo"
     ws = workspace or Workspace(checkpoint, registry_dir, data_dir)
     total = len(EXPORT_STAGES)
     progress(0, total, EXPORT_STAGES[0])
-    found = search(ws, platform, budget, solver)
+    # an int8 model is searched on the platform's int8 latency table: the best width at int8 is not fp32's
+    resolved = exporter.resolve(ExportOptions(precision=precision, layout=layout, input_type=input_type, io=io))
+    found = search(ws, platform, budget, solver, table_precision(resolved.precision))
     return export_found(ws, found, fmt, out_dir, precision=precision, layout=layout, seed=seed,
-                        input_type=input_type, io=io, verbose=verbose, progress=progress, reproducible=reproducible)
+                        input_type=input_type, io=io, verbose=verbose, progress=progress, reproducible=reproducible,
+                        file_stem=file_stem)
 
 
 def export_found(ws: Workspace, found: PlatformSearch, fmt: str, out_dir: Path, *, precision: str | None = None,
                  layout: str | None = None, seed: int = 0, input_type: str | None = None, io: str | None = None,
                  verbose: bool = False, progress: ProgressFn = no_progress,
-                 reproducible: bool = False) -> ExportResult:
+                 reproducible: bool = False, file_stem: str | None = None) -> ExportResult:
     """Export an answer the search already gave (:func:`export_platform` without the search)."""
     import torch
 
@@ -97,7 +102,7 @@ def export_found(ws: Workspace, found: PlatformSearch, fmt: str, out_dir: Path, 
     generator = torch.Generator().manual_seed(seed)
     shape = tuple(ws.meta.get("input_shape", data.input_shape))
     random_inputs = torch.randn((N_RANDOM_VALIDATION_INPUTS, *shape[1:]), generator=generator).numpy()
-    path = Path(out_dir) / f"{found.platform}{exporter.suffix}"
+    path = Path(out_dir) / f"{file_stem or found.platform}{exporter.suffix}"
     progress(2, total, f"{EXPORT_STAGES[2]} ({exporter.name} {options.precision})")
     started = time.perf_counter()
     report = export_validated(exporter, model, torch.from_numpy(random_inputs[:1]), path, options, random_inputs,
@@ -128,6 +133,7 @@ def export_found(ws: Workspace, found: PlatformSearch, fmt: str, out_dir: Path, 
         "budget_ms": found.budget_ms,
         "predicted_latency_ms": found.solution.latency,
         "latency_table_source": found.table_source,
+        "latency_precision": found.precision,
         "objective": found.objective,
         "loss_proxy": found.solution.loss,
         "solver": found.solution.solver,

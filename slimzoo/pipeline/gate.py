@@ -20,8 +20,8 @@ def check_zoo(zoo: Path, measure: bool = False, tolerance: float = 0.10, registr
     latency or budget is trusted. Returns a :class:`slimzoo.exporters.manifest.CheckReport`; raises
     ManifestError (exit 2) when the zoo is unreadable."""
     from slimzoo.exporters.manifest import (MANIFEST_NAME, CheckReport, Case, ManifestError, build_state,
-                                            measured_case, read_manifest, recompute, verify_budgets, verify_files,
-                                            verify_manifest)
+                                            measured_case, model_id, read_manifest, recompute, verify_budgets,
+                                            verify_files, verify_manifest)
     from slimzoo.platforms.timing import time_onnx_file
 
     if not tolerance >= 0:
@@ -42,7 +42,7 @@ def check_zoo(zoo: Path, measure: bool = False, tolerance: float = 0.10, registr
         for m in manifest["models"]:
             if m["status"] != "ok":
                 continue
-            mid = f"{m['platform']}/{m['format']}"
+            mid = model_id(m)
             runs_here = (m.get("measured_latency") or {}).get("runs_here", False)
             now = recompute(manifest, m, registry)
             current = {**m, "budget_ms": now.budget_ms}  # the budget as it stands now, not as it was built

@@ -38,6 +38,11 @@ class PlatformSearch:
         return str(self.problem.meta.get("objective", "proxy"))
 
     @property
+    def precision(self) -> str:
+        """The precision of the latency table searched on."""
+        return str(self.problem.meta.get("latency_precision", "fp32"))
+
+    @property
     def notes(self) -> list[str]:
         return [n for n in [budget_note(self.platform, self.problem, self.budget_ms)] if n]
 
@@ -46,6 +51,7 @@ class PlatformSearch:
             "platform": self.platform,
             "budget_ms": self.budget_ms,
             "latency_table_source": self.table_source,
+            "latency_precision": self.precision,
             "config": self.config.to_json(),
             "predicted_latency_ms": self.solution.latency,
             "objective": self.objective,
@@ -101,8 +107,10 @@ def _answer(ws: Workspace, pp: PlatformProblem, solution: Solution) -> PlatformS
                           uniform_baseline(ws.spec, pp.problem, pp.budget_ms), pp.problem)
 
 
-def search(ws: Workspace, platform: str, budget: float | None = None, solver: str = "exact") -> PlatformSearch:
-    """``platform``'s answer in ``ws`` (searched once per platform, budget and solver)."""
+def search(ws: Workspace, platform: str, budget: float | None = None, solver: str = "exact",
+           precision: str = "fp32") -> PlatformSearch:
+    """``platform``'s answer in ``ws`` on its latency table of ``precision`` (searched once per platform, budget,
+    solver and precision)."""
     from slimzoo.search import SOLVERS
 
     check_solver(solver)
@@ -110,19 +118,20 @@ def search(ws: Workspace, platform: str, budget: float | None = None, solver: st
     budget_ms = ws.budget_ms(name, budget)
 
     def run() -> PlatformSearch:
-        pp = ws.platform_problem(name, budget_ms)
+        pp = ws.platform_problem(name, budget_ms, precision=precision)
         return _answer(ws, pp, SOLVERS[solver](pp.problem, pp.budget_ms))
 
-    return ws.memo(("search", name, budget_ms, solver), run)
+    return ws.memo(("search", name, budget_ms, solver, precision), run)
 
 
 def search_platform(platform: str, budget: float | None = None, checkpoint: Path | None = None,
                     registry_dir: Path | None = None, solver: str = "exact", objective: str = "auto", *,
-                    workspace: Workspace | None = None) -> PlatformSearch:
-    """Find the width config minimising the objective under ``platform``'s budget (or ``budget``)."""
+                    precision: str = "fp32", workspace: Workspace | None = None) -> PlatformSearch:
+    """Find the width config minimising the objective under ``platform``'s budget (or ``budget``), on its
+    latency table of ``precision`` (fp32, or int8 for a model to be exported in int8)."""
     check_solver(solver)
     ws = workspace or Workspace(checkpoint, registry_dir, objective=objective)
-    return search(ws, platform, budget, solver)
+    return search(ws, platform, budget, solver, precision)
 
 
 def platform_problem(platform: str, budget: float | None = None, checkpoint: Path | None = None,
@@ -228,7 +237,7 @@ def search_all_platforms(budget: float | None = None, checkpoint: Path | None = 
     for pp, sol in zip(problems, solved):
         if isinstance(sol, BudgetError):
             raise BudgetError(f"{pp.name}: {sol}")
-        results.append(ws.memo(("search", pp.name, pp.budget_ms, solver), lambda: _answer(ws, pp, sol)))
+        results.append(ws.memo(("search", pp.name, pp.budget_ms, solver, "fp32"), lambda: _answer(ws, pp, sol)))
     return AllPlatformsSearch(results, market_weights(plats), solver, (time.perf_counter() - started) * 1e3,
                               solve_ms)
 

@@ -51,6 +51,12 @@ def check_solver(solver: str) -> None:
         raise ProblemError(f"unknown solver '{solver}'{suggest(solver, SOLVERS)}; valid: {', '.join(SOLVERS)}")
 
 
+def table_precision(precision: str | None) -> str:
+    """The latency table a model of ``precision`` is searched on: int8 has tables of its own (measured, or estimated
+    with a stated speed-up); fp32 and fp16 models use the fp32 table (fp16's speed-up is not modelled)."""
+    return "int8" if precision == "int8" else "fp32"
+
+
 @dataclass(frozen=True)
 class PlatformProblem:
     """One platform's search problem as slimzoo builds it: the platform, its latency table for the checkpoint's
@@ -60,6 +66,7 @@ class PlatformProblem:
     table: LatencyTable
     budget_ms: float
     problem: SearchProblem
+    precision: str = "fp32"  # the latency table's
 
     @property
     def name(self) -> str:
@@ -138,31 +145,36 @@ class Workspace:
     def platform(self, name: str) -> Platform:
         return self.registry.get(name)
 
-    def latency_table(self, name: str) -> LatencyTable:
+    def latency_table(self, name: str, precision: str = "fp32") -> LatencyTable:
         plat = self.registry.get(name)
-        return self.memo(("table", plat.name), lambda: self.registry.latency_table(plat, self.spec))
+        return self.memo(("table", plat.name, precision),
+                         lambda: self.registry.latency_table(plat, self.spec, precision))
 
     def budget_ms(self, name: str, budget: float | None = None) -> float:
-        """The budget in force for ``name``: ``budget`` when given (checked), else the platform's own."""
+        """The budget in force for ``name``: ``budget`` when given (checked), else the platform's own, resolved on
+        its fp32 table. A budget is the device's requirement in ms, whatever the precision: an int8 model gets
+        the same milliseconds and spends what int8 saves on width."""
         plat = self.registry.get(name)
         return check_budget(self.registry.budget_ms(plat, self.spec, self.latency_table(plat.name))
                             if budget is None else budget)
 
     def platform_problem(self, name: str, budget: float | None = None,
-                         unary: dict[str, np.ndarray] | None = None) -> PlatformProblem:
+                         unary: dict[str, np.ndarray] | None = None, precision: str = "fp32") -> PlatformProblem:
         """``name``'s search problem at its own budget (or ``budget``), on the workspace's objective (or
-        ``unary``). Validated here once, so solvers can be called with ``validate=False``."""
+        ``unary``) and its latency table of ``precision``. Validated here once, so solvers can be called with
+        ``validate=False``."""
         plat = self.registry.get(name)
-        table = self.latency_table(plat.name)
+        table = self.latency_table(plat.name, precision)
         budget_ms = self.budget_ms(plat.name, budget)
         if unary is None:
             objective, unary = self.objective
             meta = {"checkpoint_sha256": self.sha256, "objective": objective}
         else:
             meta = {"checkpoint_sha256": self.sha256, "objective": "given"}
+        meta["latency_precision"] = precision
         problem = table.problem(self.spec, unary, budget_ms, meta)
         problem.validate()
-        return PlatformProblem(plat, table, budget_ms, problem)
+        return PlatformProblem(plat, table, budget_ms, problem, precision)
 
     def sliced(self, config: WidthConfig) -> nn.Module:
         """The standalone model at ``config`` with BatchNorm re-estimated on the calibration batches: made once
