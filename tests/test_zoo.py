@@ -49,6 +49,82 @@ def test_static_twin_matches_supernet_on_random_configs(family: str) -> None:
         assert diff <= 1e-5, (config, diff)
 
 
+def _graph_nodes(output: torch.Tensor) -> set[str]:
+    seen, stack, names = set(), [output.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def _training_pass(model: nn.Module, config, x: torch.Tensor, weights: torch.Tensor):
+    """(logits, gradients, state) of one training-mode forward + backward."""
+    model.zero_grad(set_to_none=True)
+    out = model(x) if config is None else model(x, config)
+    (out * weights).sum().backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    return out.detach(), grads, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _slice_every_dimension(tensor: torch.Tensor, c0: int, c1: int | None = None) -> torch.Tensor:
+    """The slicing before issue 13: every dimension sliced, kept whole or not."""
+    return tensor[:c0] if c1 is None else tensor[:c0, :c1]
+
+
+@pytest.mark.parametrize("family", list_families())
+def test_training_pass_matches_plain_slicing_and_the_static_twin(family: str, monkeypatch) -> None:
+    """A training-mode pass of the supernet at a config gives bitwise the logits, weight gradients and BN
+    running statistics of slicing every dimension (what ops did before whole dimensions were passed through
+    unsliced), and the static twin's: its gradients in the used slice and zero in the channels the config leaves
+    out, its statistics in the slice and untouched ones elsewhere. Configs mix whole and narrowed widths, so
+    every slicing case runs (both dimensions cut, one, none)."""
+    from slimzoo.zoo import ops
+
+    spec = build_spec(family)
+    torch.manual_seed(0)
+    net = create_supernet(spec).train()
+    _randomise_bn(net)
+    mixed = {v.name: v.choices[-1] if i % 2 else v.choices[0] for i, v in enumerate(spec.variables)}
+    configs = [spec.largest(), spec.smallest(), spec.random(random.Random(4)), spec.validate(mixed)]
+    size, channels = spec.params["input_size"], spec.params["in_channels"]
+    for config in configs:
+        x = torch.randn(4, channels, size, size)
+        weights = torch.randn(4, spec.params["num_classes"])
+        twin = net.to_static(config).train()
+        start = {k: v.clone() for k, v in net.state_dict().items()}
+        out, grads, state = _training_pass(net, config, x, weights)
+        if config == spec.largest():  # whole tensors go in as they are: no slice, no zero-padded gradient
+            assert "SliceBackward0" not in _graph_nodes(net(x, config))
+        net.load_state_dict(start)
+        with monkeypatch.context() as patch:
+            patch.setattr(ops, "leading", _slice_every_dimension)
+            ref_out, ref_grads, ref_state = _training_pass(net, config, x, weights)
+        net.load_state_dict(start)
+        assert torch.equal(out, ref_out), config
+        assert all(torch.equal(grads[k], ref_grads[k]) for k in grads), config
+        assert all(torch.equal(state[k], ref_state[k]) for k in state), config
+
+        twin_out, twin_grads, twin_state = _training_pass(twin, None, x, weights)
+        assert torch.allclose(out, twin_out, atol=1e-5), config
+        for name, grad in twin_grads.items():
+            part = tuple(slice(0, n) for n in grad.shape)
+            assert torch.allclose(grads[name][part], grad, atol=1e-5), (config, name)
+            rest = grads[name].clone()
+            rest[part] = 0
+            assert not rest.any(), (config, name)
+        for name, buf in twin_state.items():
+            if "running" in name:
+                part = tuple(slice(0, n) for n in buf.shape)
+                assert torch.allclose(state[name][part], buf, atol=1e-6), (config, name)
+                rest, old = state[name].clone(), start[name].clone()
+                rest[part], old[part] = 0, 0
+                assert torch.equal(rest, old), (config, name)
+
+
 @pytest.mark.parametrize("family", list_families())
 def test_static_twin_has_exactly_the_configured_channels(family: str) -> None:
     spec = build_spec(family)

@@ -16,6 +16,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def leading(tensor: Tensor, c0: int, c1: int | None = None) -> Tensor:
+    """The first ``c0`` entries of ``tensor`` along dimension 0 (and the first ``c1`` along dimension 1): a view.
+
+    A dimension kept whole is not sliced at all, so at full width the op gets the tensor itself: no autograd
+    node, and no full-size zero-filled gradient that a no-op slice's backward would build (torch records
+    ``t[:len(t)]`` as a slice like any other). Every slimmable op slices through this one function.
+    """
+    shape = tensor.shape
+    if c1 is None or c1 == shape[1]:
+        return tensor if c0 == shape[0] else tensor[:c0]
+    return tensor[:, :c1] if c0 == shape[0] else tensor[:c0, :c1]
+
+
 class SlimConv2d(nn.Conv2d):
     """A conv whose first ``c_out`` filters over the first ``c_in`` input channels form the narrower conv.
 
@@ -35,10 +48,10 @@ class SlimConv2d(nn.Conv2d):
         if self.depthwise:
             if c_in != c_out:
                 raise ValueError(f"depthwise conv needs c_in == c_out, got {c_in} and {c_out}")
-            weight, groups = self.weight[:c_out], c_out
+            weight, groups = leading(self.weight, c_out), c_out
         else:
-            weight, groups = self.weight[:c_out, :c_in], 1
-        bias = None if self.bias is None else self.bias[:c_out]
+            weight, groups = leading(self.weight, c_out, c_in), 1
+        bias = None if self.bias is None else leading(self.bias, c_out)
         return weight, bias, groups
 
     def forward(self, x: Tensor, c_out: int | None = None) -> Tensor:  # type: ignore[override]
@@ -63,9 +76,9 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
 
     def sliced(self, c: int) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor]:
         """(running_mean, running_var, weight, bias) for ``c`` channels."""
-        mean = None if self.running_mean is None else self.running_mean[:c]
-        var = None if self.running_var is None else self.running_var[:c]
-        return mean, var, self.weight[:c], self.bias[:c]
+        mean = None if self.running_mean is None else leading(self.running_mean, c)
+        var = None if self.running_var is None else leading(self.running_var, c)
+        return mean, var, leading(self.weight, c), leading(self.bias, c)
 
     def forward(self, x: Tensor) -> Tensor:
         mean, var, weight, bias = self.sliced(x.shape[1])
@@ -93,7 +106,7 @@ class SlimLinear(nn.Linear):
     """A fully connected layer reading only the first ``c_in`` features (its outputs, the classes, stay fixed)."""
 
     def sliced(self, c_in: int) -> tuple[Tensor, Tensor | None]:
-        return self.weight[:, :c_in], self.bias
+        return leading(self.weight, self.out_features, c_in), self.bias
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.sliced(x.shape[1])

@@ -135,6 +135,12 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
+    """The training optimizer: SGD with Nesterov momentum, weight decay on weights only (not on BN or biases)."""
+    return torch.optim.SGD(_param_groups(model, settings.weight_decay), lr=settings.lr,
+                           momentum=settings.momentum, nesterov=True)
+
+
 def plan_steps(n_train: int, settings: TrainSettings) -> tuple[int, int, int]:
     """(steps per epoch, total steps, epochs) of a run; DatasetError when the data is less than one batch."""
     steps_per_epoch = n_train // settings.batch_size
@@ -286,8 +292,7 @@ def train_supernet(supernet: nn.Module, data: ArrayDataset, settings: TrainSetti
     generator = torch.Generator().manual_seed(settings.seed)
     supernet.to(ctx.device)
     model = wrap(supernet, ctx)
-    optimizer = torch.optim.SGD(_param_groups(supernet, settings.weight_decay), lr=settings.lr,
-                                momentum=settings.momentum, nesterov=True)
+    optimizer = make_optimizer(supernet, settings)
     warmup = min(total // 2, settings.warmup_epochs * steps_per_epoch)
 
     def lr_factor(s: int) -> float:  # linear warm-up, then cosine decay to zero
