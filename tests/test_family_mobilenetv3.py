@@ -180,3 +180,137 @@ def test_no_module_outside_a_family_switches_on_its_name() -> None:
             offenders += [f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
                           for m in pattern.finditer(text)]
     assert not offenders, offenders
+
+
+# -- end to end ---------------------------------------------------------------------------------------------------
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from slimzoo.cli import app
+
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def registry_dir(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("registry")
+        patch.setenv("SLIMZOO_REGISTRY", str(path))
+        yield path
+
+
+@pytest.mark.slow  # ~70 s on a shared 2-core machine; the default run exports a sub-network below instead
+def test_mobilenetv3_trains_and_exports_onnx(registry_dir: Path, tmp_path: Path) -> None:
+    """The fast end-to-end path of the second family: a few steps on the embedded digits, two widths per
+    variable, then a validated ONNX export. (Fewer steps leave BN statistics so narrow that random inputs, which
+    h-swish does not clip as ReLU6 does, reach logits in the hundreds, beyond the 1e-4 absolute tolerance.)"""
+    out = tmp_path / "m3.safetensors"
+    _cli("train", "--family", "mobilenetv3", "--dataset", "digits", "--steps", "8", "--batch-size", "32",
+         "--multipliers", "0.5,1", "--out", str(out))
+    header = read_checkpoint_header(out)
+    assert header.spec.family == "mobilenetv3" and header.spec.params["stem_stride"] == 1
+    report = json.loads(_cli("export", "--checkpoint", str(out), "--platform", "pixel5", "--format", "onnx",
+                             "--out", str(tmp_path / "zoo"), "--json"))
+    check = report["validation"]
+    assert check["numerics_run"] and check["top1_agreement"] == 1.0
+
+
+@pytest.mark.slow
+def test_done_when_fashion_mnist_train_export_every_format_profile(registry_dir: Path, tmp_path: Path) -> None:
+    """Issue 15's "done when": train 20 steps on Fashion-MNIST, export host-cpu to every format (validated), and
+    profile a measured host table whose held-out accuracy (acc10) is reported."""
+    out = tmp_path / "m3.safetensors"
+    _cli("train", "--family", "mobilenetv3", "--dataset", "fashion-mnist", "--steps", "20", "--out", str(out))
+    for fmt in ("onnx", "tflite", "coreml"):
+        report = json.loads(_cli("export", "--checkpoint", str(out), "--platform", "host-cpu", "--format", fmt,
+                                 "--out", str(tmp_path / "zoo"), "--json"))
+        assert report["validation"]["format"] == fmt
+    profiled = json.loads(_cli("profile", "--checkpoint", str(out), "--platform", "host-cpu", "--samples", "12",
+                               "--repeats", "5", "--json"))
+    text = json.dumps(profiled)
+    assert "acc10" in text, text[:2000]
+
+
+# -- what reads the spec: probes, roofline, exporters ---------------------------------------------------------------
+def test_network_probes_follow_the_spec_graph() -> None:
+    """The whole-network probes are wired as the spec's graph: an Add per residual (add layer or fused residual),
+    h-swish, hard sigmoid and the squeeze-and-excitation Mul where the spec has them; both formats run."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from slimzoo.platforms.probes import layer_model, network_model
+
+    spec = build_spec("mobilenetv3", input_size=28)
+    config = spec.random(random.Random(0))
+    model, feeds = network_model("onnx", spec, config)
+    ops = [node.op_type for node in onnx.load_from_string(model).graph.node]
+    n_se = sum(layer.kind == "se" for layer in spec.layers)
+    n_hswish = sum(layer.act == "hswish" for layer in spec.layers)
+    assert ops.count("Add") == sum(layer.additions for layer in spec.layers) == 6
+    assert ops.count("HardSwish") == n_hswish and ops.count("HardSigmoid") == ops.count("Mul") == n_se
+    assert {5} <= {n.attribute[1].ints[0] for n in onnx.load_from_string(model).graph.node if n.op_type == "Conv"
+                   and n.attribute[1].name == "kernel_shape"}
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    assert session.run(None, feeds)[0].shape == (1, 10)
+    v2 = build_spec("mobilenetv2", input_size=28)
+    v2_ops = [node.op_type for node in onnx.load_from_string(network_model("onnx", v2, v2.largest())[0]).graph.node]
+    assert v2_ops.count("Add") == 10 and v2_ops.count("Clip") == sum(layer.act == "relu6" for layer in v2.layers)
+    for layer in spec.layers:  # every layer kind has a standalone probe, its extra inputs shaped like its output
+        c_in, c_out = spec.channels(layer, config)
+        model, feeds = layer_model("onnx", layer, c_in, c_out, np.random.default_rng(0))
+        assert len(feeds) == len(layer.inputs)
+    try:
+        from slimzoo.platforms.timing import litert_available
+    except ImportError:
+        return
+    if litert_available():
+        from ai_edge_litert.interpreter import Interpreter
+
+        model, feeds = network_model("tflite", spec, config)
+        interpreter = Interpreter(model_content=model)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], feeds[detail["name"]])
+        interpreter.invoke()
+        assert interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).shape == (1, 10)
+
+
+def test_roofline_reads_the_new_layer_kinds() -> None:
+    from slimzoo.platforms import load_registry
+
+    registry = load_registry(None)
+    spec = build_spec("mobilenetv3", input_size=28)
+    table = registry.latency_table(registry.get("pixel5"), spec)
+    assert table.source == "estimated"
+    assert all(float(table.terms[layer.name].min()) > 0 for layer in spec.layers)
+    assert table.predict(spec, spec.smallest()) < table.predict(spec, spec.largest())
+    # h-swish costs more than no activation at the same widths; MobileNetV2 has no elementwise passes to add
+    stem = spec.layer("stem")
+    assert stem.elementwise_ops(1, 16) > 0 == LayerSpec("s", "conv", 1, 16, kernel=3, in_hw=28).elementwise_ops(1, 16)
+    v2 = build_spec("mobilenetv2", input_size=28, stem_stride=2)
+    assert all(layer.elementwise_ops(*v2.channels(layer, v2.largest())) == 0 for layer in v2.layers)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "coreml"])
+def test_static_twin_exports_and_validates(fmt: str, tmp_path: Path) -> None:
+    """A MobileNetV3 sub-network (SE, h-swish, 5x5 depthwise, add) through an exporter's own validation: ONNX's
+    numerics, Core ML's weight and structure checks (h-swish, hard sigmoid and the SE multiply mapped)."""
+    from slimzoo.exporters.base import ExportOptions, export_validated, get_exporter
+
+    spec = build_spec("mobilenetv3", input_size=28)
+    torch.manual_seed(0)
+    net = create_supernet(spec)
+    _randomise_bn(net)
+    static = net.to_static(spec.random(random.Random(2))).eval()
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)).numpy()
+    exporter = get_exporter(fmt)
+    report = export_validated(exporter, static, torch.from_numpy(x[:1]), tmp_path / f"m{exporter.suffix}",
+                              ExportOptions(), x)
+    if fmt == "coreml":
+        assert any("program structure matches" in check for check in report.checks), report.checks
+        assert any("every stored weight equals" in check for check in report.checks), report.checks
+    else:
+        assert report.numerics_run and report.max_abs_diff is not None

@@ -1,11 +1,14 @@
 """Latency probes: the models slimzoo times, built directly from the spec, never exported from PyTorch.
 
-For ONNX Runtime a probe is written with ``onnx.helper`` (Conv with bias, Clip(0, 6) for the activation, Add for a
-residual, ``group = c`` for depthwise, GlobalAveragePool + Flatten + Gemm for the classifier), for LiteRT as a
-TFLite flatbuffer written with the TFLite schema (CONV_2D / DEPTHWISE_CONV_2D with fused ReLU6, ADD, MEAN +
-FULLY_CONNECTED, NHWC). Building graphs by hand is what makes the ~2000 probes of the shipped spec take about a
-minute rather than an hour, and a whole network is the same pieces chained, so a layer probe and a network agree
-on what a layer is.
+For ONNX Runtime a probe is written with ``onnx.helper`` (Conv with bias, ``group = c`` for depthwise; Clip(0, 6),
+Relu or HardSwish for the activation; Add for a residual or an add layer; GlobalAveragePool + Conv + Relu + Conv +
+HardSigmoid + Mul for squeeze-and-excitation; GlobalAveragePool + Flatten + Gemm for the classifier), for LiteRT as
+a TFLite flatbuffer written with the TFLite schema (CONV_2D / DEPTHWISE_CONV_2D with fused ReLU6 or ReLU, HARD_SWISH,
+ADD, MEAN + CONV_2D + MUL for squeeze-and-excitation, MEAN + FULLY_CONNECTED, NHWC). Every layer is built from its
+spec fields alone (``kind``, ``act``, ``inputs``), whatever the family. Building graphs by hand is what makes the
+~2000 probes of the shipped spec take about a minute rather than an hour, and a whole network is the same pieces
+wired as the spec's graph says (each layer reads the outputs its ``inputs`` name), so a layer probe and a network
+agree on what a layer is.
 
 Each builder takes a format (``onnx`` or ``tflite``) and returns the model's bytes with random input feeds
 (:data:`Model`); the ``*_probe`` functions return the bytes alone, for a profiling kit. ``onnx`` and
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from slimzoo.platforms.latency import DEFAULT_PRECISION
-from slimzoo.zoo.spec import ArchSpec, LayerSpec
+from slimzoo.zoo.spec import NETWORK_INPUT, ArchSpec, LayerSpec
 
 __all__ = ["IR_VERSION", "ONNX_INT8", "OPSET", "PROBE_PRECISIONS", "TFLITE_INT8", "Model", "identity_model",
            "identity_probe", "layer_model", "layer_probe", "network_model", "network_probe", "quantize_onnx"]
@@ -101,23 +104,40 @@ class _Graph:
         self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
         return out
 
-    def layer(self, layer: LayerSpec, c_in: int, c_out: int, x: str, skip: str | None) -> str:
-        """Append one spec layer reading ``x``; ``skip`` is the residual input when ``layer.residual``."""
+    def conv(self, x: str, c_in: int, c_out: int, kernel: int = 1, stride: int = 1, group: int = 1) -> str:
+        k = kernel
+        return self.node("Conv", [x, self.weight("w", (c_out, c_in // group, k, k)), self.weight("b", (c_out,))],
+                         kernel_shape=[k, k], strides=[stride] * 2, pads=[k // 2] * 4, group=group)
+
+    def activation(self, y: str, act: str | None) -> str:
+        if act == "relu6":
+            return self.node("Clip", [y, self.constant("lo", 0.0), self.constant("hi", 6.0)])
+        if act == "relu":
+            return self.node("Relu", [y])
+        if act == "hswish":
+            return self.node("HardSwish", [y])
+        return y
+
+    def layer(self, layer: LayerSpec, c_in: int, c_out: int, inputs: Sequence[str]) -> str:
+        """Append one spec layer reading ``inputs`` (the tensors its ``inputs`` name, main input first)."""
+        x = inputs[0]
         if layer.kind == "pool_linear":
             pooled = self.node("Flatten", [self.node("GlobalAveragePool", [x])], axis=1)
             y = self.node("Gemm", [pooled, self.weight("fc_w", (c_out, c_in)), self.weight("fc_b", (c_out,))],
                           transB=1)
+        elif layer.kind == "se":  # c_in channels squeezed to c_out and back, the gate scaling the input
+            squeezed = self.node("Relu", [self.conv(self.node("GlobalAveragePool", [x]), c_in, c_out)])
+            gate = self.node("HardSigmoid", [self.conv(squeezed, c_out, c_in)], alpha=1.0 / 6.0, beta=0.5)
+            y = self.node("Mul", [x, gate])
+        elif layer.kind == "add":
+            y = x
+            for other in inputs[1:]:
+                y = self.node("Add", [y, other])
         else:
-            group = c_in if layer.kind == "dwconv" else 1
-            k = layer.kernel
-            y = self.node("Conv", [x, self.weight("w", (c_out, c_in // group, k, k)), self.weight("b", (c_out,))],
-                          kernel_shape=[k, k], strides=[layer.stride] * 2, pads=[k // 2] * 4, group=group)
-        if layer.act:
-            y = self.node("Clip", [y, self.constant("lo", 0.0), self.constant("hi", 6.0)])
-        if layer.residual:
-            if skip is None:
-                raise ValueError(f"layer '{layer.name}' is residual but has no skip input")
-            y = self.node("Add", [y, skip])
+            y = self.conv(x, c_in, c_out, layer.kernel, layer.stride, c_in if layer.kind == "dwconv" else 1)
+        y = self.activation(y, layer.act)
+        if layer.residual:  # a fused residual: the conv's output plus its second input
+            y = self.node("Add", [y, inputs[1]])
         return y
 
     def model(self, output: str, out_shape: tuple[int, ...]) -> bytes:
@@ -131,18 +151,24 @@ class _Graph:
         return model.SerializeToString()
 
 
-def _out_shape(layer: LayerSpec, c_out: int) -> tuple[int, ...]:
+def _out_channels(layer: LayerSpec, c_in: int, c_out: int) -> int:
+    """The width of the layer's output tensor (``se`` scales its input: ``c_in``)."""
+    return c_in if layer.kind == "se" else c_out
+
+
+def _out_shape(layer: LayerSpec, c_in: int, c_out: int) -> tuple[int, ...]:
     if layer.kind == "pool_linear":
         return (1, c_out)
-    return (1, c_out, layer.out_hw, layer.out_hw)
+    return (1, _out_channels(layer, c_in, c_out), layer.out_hw, layer.out_hw)
 
 
 def _layer_model(layer: LayerSpec, c_in: int, c_out: int, rng: np.random.Generator) -> Model:
     g = _Graph(rng)
-    x = g.input("x", (1, c_in, layer.in_hw, layer.in_hw))
-    skip = g.input("skip", _out_shape(layer, c_out)) if layer.residual else None
-    y = g.layer(layer, c_in, c_out, x, skip)
-    return g.model(y, _out_shape(layer, c_out)), g.feeds
+    inputs = [g.input("x", (1, c_in, layer.in_hw, layer.in_hw))]
+    # a residual's or an add layer's further operands have the output's shape
+    inputs += [g.input("skip", _out_shape(layer, c_in, c_out)) for _ in layer.inputs[1:]]
+    y = g.layer(layer, c_in, c_out, inputs)
+    return g.model(y, _out_shape(layer, c_in, c_out)), g.feeds
 
 
 def _identity_model(rng: np.random.Generator) -> Model:
@@ -153,19 +179,17 @@ def _identity_model(rng: np.random.Generator) -> Model:
 
 def _chain(spec: ArchSpec, config: Mapping[str, int], g: Any, nchw: bool) -> tuple[Any, tuple[int, ...]]:
     """Append every layer of ``spec`` at ``config`` to the graph builder ``g``; (output, its NCHW shape)."""
-    first = spec.layers[0]
+    first = next(layer for layer in spec.layers if NETWORK_INPUT in layer.inputs)
     c_in0, _ = spec.channels(first, config)
     shape = (1, c_in0, first.in_hw, first.in_hw)
-    x = g.input("x", shape if nchw else (1, first.in_hw, first.in_hw, c_in0))
-    # The residual input of a layer is the latest tensor whose width is set by the same variable as its output.
-    produced: dict[object, Any] = {}
+    # every layer reads the tensors its spec inputs name: the graph is the spec's, residual ties included
+    tensors: dict[str, Any] = {NETWORK_INPUT: g.input("x", shape if nchw else (1, first.in_hw, first.in_hw, c_in0))}
     out_shape: tuple[int, ...] = ()
     for layer in spec.layers:
         c_in, c_out = spec.channels(layer, config)
-        x = g.layer(layer, c_in, c_out, x, produced.get(layer.c_out) if layer.residual else None)
-        produced[layer.c_out] = x
-        out_shape = _out_shape(layer, c_out)
-    return x, out_shape
+        tensors[layer.name] = g.layer(layer, c_in, c_out, [tensors[name] for name in layer.inputs])
+        out_shape = _out_shape(layer, c_in, c_out)
+    return tensors[spec.layers[-1].name], out_shape
 
 
 def _network_model(spec: ArchSpec, config: Mapping[str, int], seed: int = 0) -> Model:
@@ -222,6 +246,7 @@ class _TFLiteGraph:
     # Activation scales of int8 probes (the values do not change the timing, only the kernels chosen by type):
     # after ReLU6, [0, 6] mapped onto int8; a linear output, about [-6.4, 6.4].
     RELU6_QUANT = (6.0 / 255.0, -128)
+    RELU_QUANT = (0.05, -128)
     LINEAR_QUANT = (0.05, 0)
 
     def __init__(self, rng: np.random.Generator, int8: bool = False) -> None:
@@ -319,11 +344,50 @@ class _TFLiteGraph:
         self.operators.append(operator)
         return out
 
-    def layer(self, layer: LayerSpec, c_in: int, c_out: int, x: int, skip: int | None) -> int:
+    def _activation(self, act: str | None) -> tuple[int, tuple[float, int]]:
+        """(fused activation, int8 output quantization) of a spec activation; h-swish is no fused activation in
+        TFLite: it is a HARD_SWISH op after the layer (:meth:`layer`)."""
+        s = self.schema
+        if act == "relu6":
+            return s.ActivationFunctionType.RELU6, self.RELU6_QUANT
+        if act == "relu":
+            return s.ActivationFunctionType.RELU, self.RELU_QUANT
+        return s.ActivationFunctionType.NONE, self.LINEAR_QUANT
+
+    def _conv(self, x: int, c_in: int, c_out: int, kernel: int, stride: int, depthwise: bool, out_hw: int,
+              fused: int, quant: tuple[float, int]) -> int:
         s = self.schema
         op, opts = s.BuiltinOperator, s.BuiltinOptions
-        act = s.ActivationFunctionType.RELU6 if layer.act else s.ActivationFunctionType.NONE
-        out_quant = self.RELU6_QUANT if layer.act else self.LINEAR_QUANT
+        k = kernel
+        if depthwise:
+            conv = s.DepthwiseConv2DOptionsT()
+            conv.depthMultiplier = 1
+            weight = self.weight("dw_w", (1, k, k, c_out), k * k, axis=3)
+            code, options_type = op.DEPTHWISE_CONV_2D, opts.DepthwiseConv2DOptions
+        else:
+            conv = s.Conv2DOptionsT()
+            weight = self.weight("w", (c_out, k, k, c_in), k * k * c_in, axis=0)
+            code, options_type = op.CONV_2D, opts.Conv2DOptions
+        conv.padding = s.Padding.SAME
+        conv.strideW = conv.strideH = stride
+        conv.dilationWFactor = conv.dilationHFactor = 1
+        conv.fusedActivationFunction = fused
+        return self.op(code, [x, weight, self.bias("b", x, weight, c_out)], (1, out_hw, out_hw, c_out),
+                       options_type, conv, quant=quant)
+
+    def _add(self, a: int, b: int, fused: int, quant: tuple[float, int] | None = None) -> int:
+        s = self.schema
+        add = s.AddOptionsT()
+        add.fusedActivationFunction = fused
+        return self.op(s.BuiltinOperator.ADD, [a, b], self.tensors[a].shape, s.BuiltinOptions.AddOptions, add,
+                       quant=quant)
+
+    def layer(self, layer: LayerSpec, c_in: int, c_out: int, inputs: Sequence[int]) -> int:
+        """Append one spec layer reading ``inputs`` (the tensors its ``inputs`` name, main input first)."""
+        s = self.schema
+        op, opts = s.BuiltinOperator, s.BuiltinOptions
+        x = inputs[0]
+        fused, out_quant = self._activation(layer.act)
         if layer.kind == "pool_linear":
             axes = self._tensor("axes", (2,), np.array([1, 2], dtype=np.int32), int32=True)
             mean_opts = s.ReducerOptionsT()
@@ -331,33 +395,38 @@ class _TFLiteGraph:
             pooled = self.op(op.MEAN, [x, axes], (1, c_in), opts.ReducerOptions, mean_opts,
                              quant=self._quant_of(x))
             fc = s.FullyConnectedOptionsT()
-            fc.fusedActivationFunction = act
+            fc.fusedActivationFunction = fused
             fc_w = self.weight("fc_w", (c_out, c_in), c_in, axis=None)
             y = self.op(op.FULLY_CONNECTED, [pooled, fc_w, self.bias("fc_b", pooled, fc_w, c_out)], (1, c_out),
                         opts.FullyConnectedOptions, fc, quant=out_quant)
+        elif layer.kind == "se":
+            # MEAN, 1x1 conv + ReLU, 1x1 conv + ReLU6 (the hard sigmoid's clamp: its +3 and /6 act on c_in values,
+            # left out), MUL broadcasting the gate over the map: as TFLite's converter lays the block out
+            axes = self._tensor("axes", (2,), np.array([1, 2], dtype=np.int32), int32=True)
+            mean_opts = s.ReducerOptionsT()
+            mean_opts.keepDims = True
+            pooled = self.op(op.MEAN, [x, axes], (1, 1, 1, c_in), opts.ReducerOptions, mean_opts,
+                             quant=self._quant_of(x))
+            squeezed = self._conv(pooled, c_in, c_out, 1, 1, False, 1, s.ActivationFunctionType.RELU,
+                                  self.RELU_QUANT)
+            gate = self._conv(squeezed, c_out, c_in, 1, 1, False, 1, s.ActivationFunctionType.RELU6,
+                              self.RELU6_QUANT)
+            mul = s.MulOptionsT()
+            mul.fusedActivationFunction = s.ActivationFunctionType.NONE
+            y = self.op(op.MUL, [x, gate], self.tensors[x].shape, opts.MulOptions, mul, quant=self._quant_of(x))
+        elif layer.kind == "add":
+            y = x
+            for i, other in enumerate(inputs[1:], start=2):
+                last = i == len(inputs)
+                y = self._add(y, other, fused if last else s.ActivationFunctionType.NONE,
+                              out_quant if last else None)
         else:
-            k, out_hw = layer.kernel, layer.out_hw
-            if layer.kind == "dwconv":
-                conv = s.DepthwiseConv2DOptionsT()
-                conv.depthMultiplier = 1
-                weight = self.weight("dw_w", (1, k, k, c_out), k * k, axis=3)
-                code, options_type = op.DEPTHWISE_CONV_2D, opts.DepthwiseConv2DOptions
-            else:
-                conv = s.Conv2DOptionsT()
-                weight = self.weight("w", (c_out, k, k, c_in), k * k * c_in, axis=0)
-                code, options_type = op.CONV_2D, opts.Conv2DOptions
-            conv.padding = s.Padding.SAME
-            conv.strideW = conv.strideH = layer.stride
-            conv.dilationWFactor = conv.dilationHFactor = 1
-            conv.fusedActivationFunction = act
-            y = self.op(code, [x, weight, self.bias("b", x, weight, c_out)], (1, out_hw, out_hw, c_out),
-                        options_type, conv, quant=out_quant)
-        if layer.residual:
-            if skip is None:
-                raise ValueError(f"layer '{layer.name}' is residual but has no skip input")
-            add = s.AddOptionsT()
-            add.fusedActivationFunction = s.ActivationFunctionType.NONE
-            y = self.op(op.ADD, [y, skip], self.tensors[y].shape, opts.AddOptions, add)
+            y = self._conv(x, c_in, c_out, layer.kernel, layer.stride, layer.kind == "dwconv", layer.out_hw, fused,
+                           out_quant)
+        if layer.act == "hswish":
+            y = self.op(op.HARD_SWISH, [y], self.tensors[y].shape)
+        if layer.residual:  # a fused residual: the conv's output plus its second input
+            y = self._add(y, inputs[1], s.ActivationFunctionType.NONE)
         return y
 
     def _quant_of(self, index: int) -> tuple[float, int] | None:
@@ -372,7 +441,7 @@ class _TFLiteGraph:
 
     # The operator versions TFLite's converter writes for int8 kernels (it writes 1 for float ones).
     INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "ADD": 2, "MEAN": 2, "FULLY_CONNECTED": 4,
-                     "QUANTIZE": 2, "DEQUANTIZE": 2}
+                     "QUANTIZE": 2, "DEQUANTIZE": 2, "MUL": 2}
 
     def model(self, output: int) -> bytes:
         from ai_edge_litert.tools import flatbuffer_utils
@@ -401,16 +470,18 @@ class _TFLiteGraph:
         return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def _tflite_out_shape(layer: LayerSpec, c_out: int) -> tuple[int, ...]:
-    return (1, c_out) if layer.kind == "pool_linear" else (1, layer.out_hw, layer.out_hw, c_out)
+def _tflite_out_shape(layer: LayerSpec, c_in: int, c_out: int) -> tuple[int, ...]:
+    if layer.kind == "pool_linear":
+        return (1, c_out)
+    return (1, layer.out_hw, layer.out_hw, _out_channels(layer, c_in, c_out))
 
 
 def _tflite_layer_model(layer: LayerSpec, c_in: int, c_out: int, rng: np.random.Generator,
                         int8: bool = False) -> Model:
     g = _TFLiteGraph(rng, int8)
-    x = g.input("x", (1, layer.in_hw, layer.in_hw, c_in), quantize=False)
-    skip = g.input("skip", _tflite_out_shape(layer, c_out), quantize=False) if layer.residual else None
-    return g.model(g.layer(layer, c_in, c_out, x, skip)), g.feeds
+    inputs = [g.input("x", (1, layer.in_hw, layer.in_hw, c_in), quantize=False)]
+    inputs += [g.input("skip", _tflite_out_shape(layer, c_in, c_out), quantize=False) for _ in layer.inputs[1:]]
+    return g.model(g.layer(layer, c_in, c_out, inputs)), g.feeds
 
 
 def _tflite_identity_model(rng: np.random.Generator) -> Model:

@@ -1,8 +1,9 @@
 """Roofline latency estimates: a table for any architecture on any platform, without the device in hand.
 
 Per layer: ``time = max(MACs / rate, bytes / bandwidth) + per_layer_overhead``, with ``rate`` the platform's effective
-dense-conv MAC rate (depthwise layers get ``depthwise_efficiency`` times that) and bytes the fp32 activations read and
-written plus the weights. Peak rates are unknown for every built-in (and would overstate what a runtime reaches),
+dense-conv MAC rate (depthwise, squeeze-and-excitation and elementwise work such as h-swish and add layers get
+``depthwise_efficiency`` times that) and bytes the fp32 activations read and written plus the weights, all read
+from the spec's layer fields (kind, activation, inputs), so any registered family is estimated the same way. Peak rates are unknown for every built-in (and would overstate what a runtime reaches),
 so ``rate`` is *fitted*: one scalar per platform, solved by bisection so that the full MobileNetV2 at 224x224 is
 predicted at the platform's published measured latency. Everything else in the formula is a stated assumption, and
 every table records which inputs were known, which were unknown and which were assumed.
@@ -107,15 +108,22 @@ def layer_ms(layer: LayerSpec, c_in: int, c_out: int, params: RooflineParams) ->
     return max(compute / params.rate_gmacs_per_s, memory) + params.per_layer_overhead_ms
 
 
+# Layer kinds that run on GEMM micro-kernels (at the fitted dense rate); every other kind's MACs, and every
+# layer's elementwise operations, run at the depthwise efficiency (no GEMM to amortise loads over).
+GEMM_KINDS = ("conv", "pool_linear")
+
+
 def _layer_parts(layer: LayerSpec, c_in: int, c_out: int, dw_eff: float,
                  bandwidth_gbps: float | None) -> tuple[float, float]:
     """(compute ms at 1 GMAC/s, memory ms): split so the fit can vary the rate without recomputing the rest.
 
     Depthwise convs do only k*k MACs per input element and cannot use the GEMM micro-kernels dense convs run on,
-    so the same hardware reaches a fraction of the dense rate on them.
+    so the same hardware reaches a fraction of the dense rate on them; so do squeeze-and-excitation (pooling,
+    matrix-vector products, scaling) and the elementwise passes of ``LayerSpec.elementwise_ops`` (an ``add``
+    layer's sums, h-swish), each counted as one MAC. Everything comes from the spec's fields (kind, act, inputs).
     """
-    eff = dw_eff if layer.kind == "dwconv" else 1.0
-    compute = layer.macs(c_in, c_out) / (eff * 1e6)  # MACs / (1 GMAC/s) in ms
+    eff = 1.0 if layer.kind in GEMM_KINDS else dw_eff
+    compute = (layer.macs(c_in, c_out) / eff + layer.elementwise_ops(c_in, c_out) / dw_eff) / 1e6  # ms at 1 GMAC/s
     if bandwidth_gbps is None:
         return compute, 0.0
     nbytes = BYTES_PER_ELEMENT * (layer.activation_elements(c_in, c_out) + layer.weight_count(c_in, c_out))

@@ -150,18 +150,35 @@ class LayerSpec:
         return []
 
     def macs(self, c_in: int, c_out: int) -> int:
-        """Multiply-accumulates at these channel counts (batch 1); pooling and elementwise sums and products
-        count one each."""
+        """Multiply-accumulates at these channel counts (batch 1): the convs' and FCs', plus the pooling's
+        accumulations and squeeze-and-excitation's scaling; additions (residual, ``add``) and activations are
+        :meth:`elementwise_ops`."""
         hw_in, hw = self.in_hw * self.in_hw, self.out_hw * self.out_hw
         if self.kind == "conv":
-            return hw * c_out * c_in * self.kernel * self.kernel + self.additions * c_out * hw
+            return hw * c_out * c_in * self.kernel * self.kernel
         if self.kind == "dwconv":
-            return hw * c_out * self.kernel * self.kernel + self.additions * c_out * hw
+            return hw * c_out * self.kernel * self.kernel
         if self.kind == "se":
             return 2 * c_in * c_out + 2 * c_in * hw_in  # two FCs, plus the pooling adds and the scaling
         if self.kind == "add":
-            return self.additions * c_out * hw
+            return 0
         return c_in * c_out + c_in * hw_in  # FC plus the pooling adds
+
+    def elementwise_ops(self, c_in: int, c_out: int) -> int:
+        """Elementwise operations outside :meth:`macs` that runtimes run as passes of their own: an ``add``
+        layer's sums and activation, and h-swish (counted as four per element: add, clip, multiply, scale). ReLU and
+        ReLU6 after a conv or FC, and a fused residual's addition, run in the conv's epilogue and count nothing,
+        as they did before this method existed; a squeeze-and-excitation layer's own gate counts four per
+        channel."""
+        n = (c_in if self.kind == "se" else c_out) * self.out_hw * self.out_hw
+        ops = 0
+        if self.kind == "add":
+            ops += self.additions * n + (n if self.act in ("relu", "relu6") else 0)
+        if self.kind == "se":
+            ops += 4 * c_in
+        if self.act == "hswish":
+            ops += 4 * n
+        return ops
 
     def weight_count(self, c_in: int, c_out: int) -> int:
         """Parameters of the layer at these channel counts (BN folded into the conv's bias)."""
