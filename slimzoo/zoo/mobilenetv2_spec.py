@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from slimzoo.zoo.spec import ArchSpec, LayerSpec, WidthVariable, make_divisible
+from slimzoo.zoo.spec import DEFAULT_MULTIPLIERS, ArchSpec, LayerSpec, WidthVariable, make_divisible
+from slimzoo.zoo.spec import width_choices as _choices
 
 # (expansion t, output channels c, blocks n, first stride s), as in Sandler et al. 2018.
 MOBILENETV2_STAGES: tuple[tuple[int, int, int, int], ...] = (
@@ -22,12 +23,6 @@ MOBILENETV2_STAGES: tuple[tuple[int, int, int, int], ...] = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-
-DEFAULT_MULTIPLIERS: tuple[float, ...] = tuple(round(0.25 + i * 0.75 / 7, 4) for i in range(8))
-
-
-def _choices(base: int, multipliers: tuple[float, ...]) -> tuple[int, ...]:
-    return tuple(sorted({make_divisible(base * m, 8) for m in multipliers}))
 
 
 def mobilenetv2_spec(

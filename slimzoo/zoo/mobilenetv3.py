@@ -13,14 +13,11 @@ __all__ = ["SlimMobileNetV3", "MobileNetV3", "MBConv", "SlimMBConv"]
 import torch
 from torch import Tensor, nn
 
+from slimzoo.zoo._mobilenet import MobileNet, full_width as _full, init_weights
 from slimzoo.zoo.mobilenetv3_spec import mobilenetv3_spec
 from slimzoo.zoo.ops import SlimConvBNAct, SlimLinear, SlimSqueezeExcite
 from slimzoo.zoo.registry import register_family
 from slimzoo.zoo.spec import ArchSpec, LayerSpec, WidthConfig
-
-
-def _full(spec: ArchSpec, channels: str | int) -> int:
-    return spec.variable(channels).choices[-1] if isinstance(channels, str) else int(channels)
 
 
 class SlimMBConv(nn.Module):
@@ -81,20 +78,8 @@ class MBConv(nn.Module):
         return x + y if self.residual else y
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(MobileNet):
     """A plain MobileNetV3 at fixed widths: what gets exported."""
-
-    def __init__(self, stem: nn.Module, blocks: list[nn.Module], head: nn.Module, classifier: nn.Linear) -> None:
-        super().__init__()
-        self.stem = stem
-        self.blocks = nn.Sequential(*blocks)
-        self.head = head
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = classifier
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.head(self.blocks(self.stem(x)))
-        return self.classifier(torch.flatten(self.pool(x), 1))
 
 
 @register_family("mobilenetv3", mobilenetv3_spec, input_size=32, in_channels=1, num_classes=10)
@@ -120,17 +105,7 @@ class SlimMobileNetV3(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward(self, x: Tensor, config: WidthConfig | None = None) -> Tensor:
         config = self.spec.largest() if config is None else config

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from slimzoo.zoo.spec import ArchSpec, LayerSpec, WidthVariable, make_divisible
+from slimzoo.zoo.spec import DEFAULT_MULTIPLIERS, ArchSpec, LayerSpec, WidthVariable, make_divisible
+from slimzoo.zoo.spec import width_choices as _choices
 
 __all__ = ["DEFAULT_MULTIPLIERS", "MOBILENETV3_SMALL", "mobilenetv3_spec"]
 
@@ -35,12 +36,7 @@ MOBILENETV3_SMALL: tuple[tuple[int, int, int, bool, str, int], ...] = (
     (5, 576, 96, True, "hswish", 1),
 )
 
-DEFAULT_MULTIPLIERS: tuple[float, ...] = tuple(round(0.25 + i * 0.75 / 7, 4) for i in range(8))
 SE_REDUCTION = 4
-
-
-def _choices(base: int, multipliers: tuple[float, ...]) -> tuple[int, ...]:
-    return tuple(sorted({make_divisible(base * m, 8) for m in multipliers}))
 
 
 def mobilenetv3_spec(

@@ -43,6 +43,15 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
+# 8 steps from 0.25 to 1: the width multipliers a built-in family's variables take by default
+DEFAULT_MULTIPLIERS: tuple[float, ...] = tuple(round(0.25 + i * 0.75 / 7, 4) for i in range(8))
+
+
+def width_choices(base: int, multipliers: tuple[float, ...]) -> tuple[int, ...]:
+    """A variable's choices: ``base`` times each multiplier, rounded to multiples of 8, distinct, ascending."""
+    return tuple(sorted({make_divisible(base * m, 8) for m in multipliers}))
+
+
 @dataclass(frozen=True)
 class WidthVariable:
     """One searchable width: the channel counts it may take, ascending."""
