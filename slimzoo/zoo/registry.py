@@ -128,6 +128,9 @@ def _env_modules() -> list[str]:
 def _load_entry_points() -> None:
     from importlib.metadata import entry_points
 
+    if ENTRY_POINT_GROUP in _LOADED:  # installed plugins are looked up once per process
+        return
+    _LOADED.add(ENTRY_POINT_GROUP)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         label = f"entry point {ep.name} = {ep.value}"
         if label in _LOADED:
