@@ -567,7 +567,7 @@ def export(
 @app.command()
 @handle_errors
 def profile(
-    platform: Annotated[str, typer.Option("--platform", help="A platform this machine is (host-cpu).")],
+    platform: Annotated[str, typer.Option("--platform", help="A platform this machine is.")] = "host-cpu",
     runtime: Annotated[str, typer.Option(help="onnxruntime, or litert (needs ai-edge-litert).")] = "onnxruntime",
     threads: Annotated[int, typer.Option(min=1, help="Intra-op threads of the runtime.")] = 1,
     samples: Annotated[int | None, typer.Option(min=2, help="Random whole-network configs (default 150).")] = None,
