@@ -6,8 +6,9 @@ descheduled one stalls the rest; with one thread, or with ``OMP_WAIT_POLICY=PASS
 spinning), it stayed between 1.9 and 3.0 s. So:
 
 * **Training, BatchNorm re-estimation, validation, accuracy fits** (torch): as many threads as this process may
-  use (its CPU affinity), with ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it. ``slimzoo --threads N`` or
-  ``$SLIMZOO_THREADS`` overrides the count (``--threads 1`` is the choice on a shared machine).
+  use (its CPU affinity), with ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it. ``slimzoo --threads N``,
+  ``$SLIMZOO_THREADS`` or ``$OMP_NUM_THREADS`` (in that order) overrides the count (``--threads 1`` is the choice
+  on a shared machine).
 * **Latency measurement** is not governed here: a latency table is a fact about a platform *at a thread count*,
   so ``slimzoo profile --threads`` (default 1, what phone apps and the profiling kits use) picks it explicitly
   and the table's provenance records it. Export validation runs ONNX Runtime and LiteRT on one thread.
@@ -39,15 +40,17 @@ def available_cores() -> int:
 
 
 def compute_threads(requested: int | None = None) -> int:
-    """The torch thread count: ``requested``, else ``$SLIMZOO_THREADS``, else :func:`available_cores`."""
+    """The torch thread count: ``requested``, else ``$SLIMZOO_THREADS``, else ``$OMP_NUM_THREADS`` (what the user
+    already told OpenMP), else :func:`available_cores`."""
     if requested is None:
-        raw = os.environ.get(ENV_VAR, "").strip()
-        if not raw:
+        name = next((n for n in (ENV_VAR, "OMP_NUM_THREADS") if os.environ.get(n, "").strip()), None)
+        if name is None:
             return available_cores()
+        raw = os.environ[name].strip()
         try:
             requested = int(raw)
         except ValueError:
-            raise ProblemError(f"${ENV_VAR} must be a whole number of threads >= 1, got {raw!r}") from None
+            raise ProblemError(f"${name} must be a whole number of threads >= 1, got {raw!r}") from None
     if requested < 1:
         raise ProblemError(f"--threads must be >= 1, got {requested}")
     return requested

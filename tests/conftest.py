@@ -14,6 +14,9 @@ import pytest
 
 DIGITS_CHECKPOINT = Path(__file__).parent / "data" / "mobilenetv2_digits.safetensors"
 os.environ["SLIMZOO_CHECKPOINT"] = str(DIGITS_CHECKPOINT)
+# the thread policy's wait policy (slimzoo/threads.py), before anything imports torch: tests call the CLI in this
+# process, not through the entry point that sets it, and CI machines are shared
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture

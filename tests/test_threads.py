@@ -14,7 +14,12 @@ from slimzoo.threads import ENV_VAR, apply_thread_policy, available_cores, compu
 
 def test_default_is_every_core_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert compute_threads() == available_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what the user told OpenMP counts, below slimzoo's own setting
+    assert compute_threads() == 1
+    monkeypatch.setenv(ENV_VAR, "2")
+    assert compute_threads() == 2
 
 
 def test_env_and_argument_override(monkeypatch: pytest.MonkeyPatch) -> None:
