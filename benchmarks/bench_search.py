@@ -4,7 +4,7 @@
     python benchmarks/bench_search.py --big           # 5000 exactness problems, more seeds, evolution everywhere
     python benchmarks/bench_search.py --markdown out.md --json out.json
 
-One run, four tables:
+One run, six tables:
 
 1. Exactness: random problems small enough for brute force (1-7 variables, 1-5 choices; chains, trees, stars,
    forests, MobileNetV2-like layouts; realistic and arbitrary costs; budgets at random configurations' latencies,
@@ -19,9 +19,14 @@ One run, four tables:
 5. Hard families (issue 11): MobileNetV2 with binding budgets, random trees, chains of 1,000 to 20,000
    two-choice variables, strongly correlated multiple-choice knapsacks, and brute-forceable problems whose fixed
    latency sits in 0-variable factors; exact vs HiGHS (``solve_milp``, gap closed to 0) vs Lagrangian vs
-   evolution: share optimal, max gap, median and worst time, peak traced memory.
+   evolution: share optimal, max gap, median and worst wall time, median CPU time (the forked HiGHS process of a
+   race included), peak traced memory, and what proved the exact solver's answers.
+6. The shipped problem per platform: what ``slimzoo search --platform P`` solves, timed over many rounds.
 
     python benchmarks/bench_search.py --only hard     # just table 5 (about 10 minutes on 2 busy cores)
+    python benchmarks/bench_search.py --only shipped  # just table 6 (about a minute)
+    python benchmarks/bench_search.py --only hard --hard-sizes issue --hard-families "chain 20,000;100 x 16" \
+        --hard-solvers exact,HiGHS                    # the issue's largest instances, exact vs HiGHS only
 
 Times are medians of repeated runs (wall clock, this machine; the load average is printed because the machine
 may be shared). Ratios are against the evolutionary baseline measured in the same run.
@@ -286,7 +291,13 @@ def random_rows(seeds: int, n_evo: int, repeats: int) -> tuple[list[list[Any]], 
 # -- 5. hard families -----------------------------------------------------------------------------------------
 
 
-def hard_families(big: bool, seed: int) -> dict[str, list[tuple[SearchProblem, float, float | None]]]:
+#: Sizes of table 5's big families: "modest" fits in about 10 minutes on 2 busy cores, "issue" adds the issue's
+#: largest instances (a 20,000-variable chain, a 100 x 16 knapsack: several minutes more per solver there).
+HARD_SIZES = {"modest": {"chains": (1000, 2000), "knapsacks": ((30, 12), (40, 12), (60, 12))},
+              "issue": {"chains": (1000, 2000, 20_000), "knapsacks": ((30, 12), (40, 12), (60, 12), (100, 16))}}
+
+
+def hard_families(sizes: str, seed: int) -> dict[str, list[tuple[SearchProblem, float, float | None]]]:
     """Family name -> [(problem, budget, reference optimum or None)]; the reference is brute force's where it
     can run, else the certified answer of the exact solver or HiGHS (whichever proves it)."""
     from slimzoo.search.synthetic import knapsack_problem
@@ -307,10 +318,10 @@ def hard_families(big: bool, seed: int) -> dict[str, list[tuple[SearchProblem, f
     fams["random trees 60 x 12"] = [
         (p, float(p.budget), None) for p in  # type: ignore[arg-type]
         (random_problem(rng, 60, 12, "tree", budget_fraction=f) for f in (0.1, 0.3, 0.5, 0.7))]
-    for n in (1000, 2000, 20_000) if big else (1000, 2000):
+    for n in HARD_SIZES[sizes]["chains"]:
         p = random_problem(seed, n, 2, "chain", split_factors=False, budget_fraction=0.5)
         fams[f"chain {n:,} x 2"] = [(p, float(p.budget), None)]  # type: ignore[arg-type]
-    for n, k in ((30, 12), (60, 12), (100, 16)) if big else ((30, 12), (60, 12)):
+    for n, k in HARD_SIZES[sizes]["knapsacks"]:
         p = knapsack_problem(seed, n, k)
         fams[f"correlated knapsack {n} x {k}"] = [(p, float(p.budget), None)]  # type: ignore[arg-type]
     small = []
@@ -339,7 +350,18 @@ def _peak(fn: Callable[[], Any]) -> float:
         tracemalloc.stop()
 
 
-def hard_rows(big: bool, seed: int, evo_generations: int) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+def _cpu() -> float:
+    """CPU seconds of this process and of its waited-for children (the HiGHS process a race forks)."""
+    t = os.times()
+    return time.process_time() + t.children_user + t.children_system
+
+
+def hard_rows(sizes: str, seed: int, evo_generations: int, repeats: int = 1, only_families: list[str] | None = None,
+              only_solvers: list[str] | None = None) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """Table 5. Every (problem, solver) runs in turn, so a change in the machine's load hits all solvers alike;
+    on families of fewer than 10 problems exact and HiGHS run ``repeats`` times each, interleaved, and the
+    median wall and CPU times count. CPU time includes the forked HiGHS process of a race: on a shared machine it
+    is the steadier measure of what a solver costs (wall time also depends on what else runs)."""
     from slimzoo.search.milp import race_available, solve_milp
     from slimzoo.search.problem import loss_tolerance
 
@@ -350,40 +372,113 @@ def hard_rows(big: bool, seed: int, evo_generations: int) -> tuple[list[list[Any
         "evolution": lambda p, b: solve_evolution(p, b, seed=0, validate=False,
                                                   generations=evo_generations if p.n_vars > 200 else 500),
     }
-    console.print(f"hard families: HiGHS races the DP in a forked process: {race_available()} "
-                  f"(needs a free core; load average {os.getloadavg()[0]:.1f})")
+    if only_solvers:
+        solvers = {k: v for k, v in solvers.items() if k in only_solvers}
+    import scipy.optimize  # noqa: F401 - imported before timing: the first solver to need it would pay for it
+
+    console.print(f"hard families: HiGHS can race the DP in a forked process: {race_available()} "
+                  f"(paced on a busy machine; load average {os.getloadavg()[0]:.1f})")
     rows, raw = [], []
-    for family, cases in hard_families(big, seed).items():
-        results: dict[str, list[tuple[Solution, float]]] = {name: [] for name in solvers}
+    for family, cases in hard_families(sizes, seed).items():
+        if only_families and not any(f in family for f in only_families):
+            continue
+        results: dict[str, list[tuple[Solution, float, float]]] = {name: [] for name in solvers}
+        reps = repeats if len(cases) < 10 else 1
         for problem, budget, _ in cases:
-            for name, solve in solvers.items():
-                if name == "evolution" and len(cases) > 30 and len(results[name]) >= 30:
-                    continue  # evolution on 30 of the 200 small problems is plenty for its figures
-                start = time.perf_counter()
-                sol = solve(problem, budget)
-                results[name].append((sol, time.perf_counter() - start))
-                assert sol.latency <= budget + budget_slack(budget), (family, name)
+            runs: dict[str, list[tuple[Solution, float, float]]] = {name: [] for name in solvers}
+            for rep in range(reps):
+                for name, solve in solvers.items():
+                    if rep and name not in ("exact", "HiGHS"):
+                        continue
+                    if name == "evolution" and len(cases) > 30 and len(results[name]) >= 30:
+                        continue  # evolution on 30 of the 200 small problems is plenty for its figures
+                    start, cpu = time.perf_counter(), _cpu()
+                    sol = solve(problem, budget)
+                    runs[name].append((sol, time.perf_counter() - start, _cpu() - cpu))
+                    assert sol.latency <= budget + budget_slack(budget), (family, name)
+            for name, got in runs.items():
+                if got:
+                    results[name].append((got[-1][0], float(np.median([g[1] for g in got])),
+                                          float(np.median([g[2] for g in got]))))
         peaks = {name: _peak(lambda n=name: solvers[n](cases[0][0], cases[0][1])) for name in solvers}
         references = []
         for i, (problem, budget, ref) in enumerate(cases):
             if ref is None:  # the certified answer of exact or HiGHS (the better one when both prove it)
-                proofs = [got[i][0].loss for got in (results["exact"], results["HiGHS"]) if got[i][0].optimal]
-                ref = min(proofs) if proofs else min(results["exact"][i][0].loss, results["HiGHS"][i][0].loss)
+                proofs = [got[i][0].loss for got in (results.get("exact", []), results.get("HiGHS", []))
+                          if len(got) > i and got[i][0].optimal]
+                ref = min(proofs) if proofs else min(got[i][0].loss for got in results.values() if len(got) > i)
             references.append(ref)
         for name, got in results.items():
             optimal, gaps = 0, []
-            for (problem, _, _), best, (sol, _) in zip(cases, references, got):
+            for (problem, _, _), best, (sol, _, _) in zip(cases, references, got):
                 optimal += abs(sol.loss - best) <= loss_tolerance(problem, 1e-7)
                 gaps.append(max(0.0, rel_gap(sol.loss, best)))
-            times = [t * 1e3 for _, t in got]
-            proven = sum(s.optimal for s, _ in got)
+            times = [t * 1e3 for _, t, _ in got]
+            cpus = [c * 1e3 for _, _, c in got]
+            proven = sum(s.optimal for s, _, _ in got)
+            methods = sorted({str(s.stats.get("method", "")) for s, _, _ in got} - {""})
+            raced = sum(bool(s.stats.get("milp_race")) for s, _, _ in got)
             rows.append([family, name, len(got), f"{optimal}/{len(got)}", f"{proven}/{len(got)}",
-                         f"{max(gaps):.2e}", f"{np.median(times):.1f}", f"{max(times):.1f}", f"{peaks[name]:.0f}"])
+                         f"{max(gaps):.2e}", f"{np.median(times):.1f}", f"{max(times):.1f}",
+                         f"{np.median(cpus):.1f}", f"{peaks[name]:.0f}",
+                         "/".join(methods) + (f" (raced {raced})" if raced else "") if name == "exact" else ""])
             raw.append({"family": family, "solver": name, "n": len(got), "optimal": optimal, "proven": proven,
                         "max_gap": max(gaps), "median_ms": float(np.median(times)), "worst_ms": max(times),
-                        "peak_mb": peaks[name],
-                        "methods": sorted({str(s.stats.get("method", "")) for s, _ in got} - {""})})
+                        "median_cpu_ms": float(np.median(cpus)), "worst_cpu_ms": max(cpus), "repeats": reps,
+                        "peak_mb": peaks[name], "methods": methods, "raced": raced})
             console.print(f"  {family}: {name} done", highlight=False)
+    return rows, raw
+
+
+# -- 6. the shipped problem -----------------------------------------------------------------------------------
+
+
+def shipped_rows(repeats: int) -> tuple[list[list[Any]], dict[str, Any]]:
+    """Table 6: the problems ``slimzoo search --platform P`` solves (shipped checkpoint, built-in platforms, the
+    default objective and budgets), exact solver. Per platform, over ``repeats`` interleaved rounds: wall time of
+    ``solve_exact(problem, budget)`` as the CLI calls it (validation and compilation included), the solver's own
+    ``time_ms`` (what ``--json`` prints as ``search_time_ms``), and CPU time; then all platforms in one
+    ``solve_exact_many`` call (``--all-platforms``)."""
+    from slimzoo.api import platform_problem
+    from slimzoo.platforms import load_registry
+
+    names = [p.name for p in load_registry().platforms()]
+    problems = {name: platform_problem(name)[2] for name in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    own: dict[str, list[float]] = {n: [] for n in names}
+    many: list[float] = []
+    sols: dict[str, Solution] = {}
+    for rnd in range(repeats + 1):  # round 0 warms up (structure cache, imports) and is not counted
+        for name, problem in problems.items():
+            b = float(problem.budget)  # type: ignore[arg-type]
+            start, c = time.perf_counter(), time.process_time()
+            sol = solve_exact(problem, b)
+            if rnd:
+                wall[name].append((time.perf_counter() - start) * 1e3)
+                cpu[name].append((time.process_time() - c) * 1e3)
+                own[name].append(sol.time_ms)
+            sols[name] = sol
+        start = time.perf_counter()
+        solve_exact_many(list(problems.values()))
+        if rnd:
+            many.append((time.perf_counter() - start) * 1e3)
+    rows, raw = [], {"repeats": repeats, "platforms": {}}
+    for name in names:
+        sol = sols[name]
+        row = [name, f"{float(problems[name].budget):.4f}", f"{sol.loss:.5f}",  # type: ignore[arg-type]
+               str(sol.stats.get("method")), f"{np.median(wall[name]):.2f}", f"{np.percentile(wall[name], 90):.2f}",
+               f"{min(wall[name]):.2f}", f"{np.median(cpu[name]):.2f}", f"{np.median(own[name]):.2f}"]
+        rows.append(row)
+        raw["platforms"][name] = {"median_ms": float(np.median(wall[name])), "min_ms": min(wall[name]),
+                                  "p90_ms": float(np.percentile(wall[name], 90)),
+                                  "median_cpu_ms": float(np.median(cpu[name])),
+                                  "median_search_time_ms": float(np.median(own[name])),
+                                  "method": sol.stats.get("method"), "optimal": sol.optimal}
+    per = float(np.median(many)) / len(names)
+    rows.append([f"all {len(names)} at once (solve_exact_many)", "", "", "", f"{per:.2f} per platform",
+                 "", f"{min(many) / len(names):.2f}", "", ""])
+    raw["many_median_ms"] = float(np.median(many))
     return rows, raw
 
 
@@ -400,10 +495,23 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="5000 exactness problems (500 with evolution), 5 seeds, "
                                                            "evolution on every platform and random problem")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=["hard"], default=None, help="run only table 5 (hard families)")
+    parser.add_argument("--only", choices=["hard", "shipped"], default=None,
+                        help="run only table 5 (hard families) or table 6 (the shipped problem per platform)")
+    parser.add_argument("--shipped-repeats", type=int, default=300,
+                        help="shipped problem: timed rounds over all platforms (median, 90th percentile, min)")
     parser.add_argument("--no-hard", action="store_true", help="skip table 5 (hard families)")
     parser.add_argument("--evo-generations-big", type=int, default=100,
                         help="hard families: evolution generations on problems over 200 variables (OFA: 500)")
+    parser.add_argument("--hard-sizes", choices=sorted(HARD_SIZES), default="modest",
+                        help="hard families: modest (about 10 minutes) or the issue's sizes (adds a 20,000-variable "
+                             "chain and a 100 x 16 knapsack)")
+    parser.add_argument("--hard-repeats", type=int, default=3,
+                        help="hard families: runs of exact and HiGHS per problem on families of under 10 problems "
+                             "(interleaved; medians)")
+    parser.add_argument("--hard-families", default=None,
+                        help="hard families: substrings of the family names to run, separated by ';' (default all)")
+    parser.add_argument("--hard-solvers", default=None,
+                        help="hard families: comma-separated solvers (exact, HiGHS, Lagrangian, evolution)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args()
@@ -418,12 +526,22 @@ def main() -> None:
     md: list[str] = [f"Machine: {header}.\n"]
     raw: dict[str, Any] = {"machine": header}
 
-    if args.only != "hard":
+    if args.only is None:
         _standard_tables(args, md, raw)
-    if not args.no_hard:
-        rows, raw["hard"] = hard_rows(True, args.seed, args.evo_generations_big)
+    if args.only in (None, "shipped"):
+        rows, raw["shipped"] = shipped_rows(args.shipped_repeats)
+        sh_cols = ["platform", "budget ms", "loss", "proved by", "exact ms: median", "90th pct", "min",
+                   "median CPU ms", "search_time_ms (median)"]
+        title = (f"6. The shipped problem per platform (slimzoo search --platform P): exact solver, "
+                 f"{args.shipped_repeats} rounds")
+        console.print(table(title, sh_cols, rows))
+        md.append(markdown(title, sh_cols, rows))
+    if not args.no_hard and args.only != "shipped":
+        rows, raw["hard"] = hard_rows(args.hard_sizes, args.seed, args.evo_generations_big, args.hard_repeats,
+                                      args.hard_families.split(";") if args.hard_families else None,
+                                      args.hard_solvers.split(",") if args.hard_solvers else None)
         hd_cols = ["family", "solver", "problems", "optimal", "proven optimal", "max rel. gap", "median ms",
-                   "worst ms", "peak MB"]
+                   "worst ms", "median CPU ms", "peak MB", "exact: proved by"]
         title = ("5. Hard families: exact (bounded DP + HiGHS fallback) vs HiGHS alone (gap closed to 0) vs "
                  "Lagrangian vs evolution")
         console.print(table(title, hd_cols, rows))

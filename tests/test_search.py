@@ -561,6 +561,35 @@ def test_validate_names_the_dataclass_field() -> None:
         problem.validate()
 
 
+def test_validate_reports_errors_in_field_order() -> None:
+    """Finiteness is checked for all tables at once after the structural checks (fast path), yet the first bad
+    field is still the one named: a bad value in an earlier table wins over a later structural error."""
+    problem = SearchProblem.from_json(valid_json())
+    problem.unary[0] = np.array([0.1, np.nan])
+    problem.choices[2] = [8, 8]
+    with pytest.raises(ProblemError, match=r"unary\[0\]: value at index \[1\] is nan"):
+        problem.validate()
+    problem = SearchProblem.from_json(valid_json())
+    problem.factors[0].table = np.asarray(problem.factors[0].table, dtype=np.float64) * -1.0 - 1.0
+    problem.factors[2].variables = (1, 1)
+    with pytest.raises(ProblemError, match=r"factors\[0\]\.table: value at index .* \(latencies must be >= 0\)"):
+        problem.validate()
+    problem = SearchProblem.from_json(valid_json())
+    problem.factors[2].variables = (1, 1)
+    with pytest.raises(ProblemError, match=r"factors\[2\]\.variables: the same variable twice"):
+        problem.validate()
+    problem = SearchProblem.from_json(valid_json())
+    problem.unary[2] = np.array([1e300, 0.0])
+    problem.factors[1].table = np.asarray(problem.factors[1].table, dtype=np.float64) + np.inf
+    with pytest.raises(ProblemError, match=r"unary\[2\]: value at index \[0\] is 1e\+300 \(magnitudes above"):
+        problem.validate()
+    problem = SearchProblem.from_json(valid_json())
+    problem.factors[1].variables = [np.int64(v) for v in problem.factors[1].variables]  # normalised, not refused
+    problem.choices[0] = (np.int32(c) for c in [])  # not a list: refused by name
+    with pytest.raises(ProblemError, match=r"choices\[0\]: expected a non-empty list"):
+        problem.validate()
+
+
 def test_indices_and_values_conversions() -> None:
     problem = SearchProblem.from_json(valid_json())
     assert problem.indices_of({"stage1": 16, "b2.expand": 16, "stage2": 8}) == [1, 0, 0]

@@ -21,7 +21,7 @@ from slimzoo.search.bruteforce import grid
 from slimzoo.search.milp import MilpModel, solve_milp
 from slimzoo.search.problem import loss_tolerance
 from slimzoo.search.synthetic import knapsack_problem
-from test_search_properties import SETTINGS, check, problem_and_budget, reference
+from test_search_properties import SETTINGS, check, checked_exact, problem_and_budget, reference
 
 pytest.importorskip("scipy")
 
@@ -83,12 +83,7 @@ def test_exact_falls_back_to_milp_when_the_dp_runs_out_of_work(monkeypatch: pyte
     methods = set()
     for it in range(25):
         problem = random_problem(rng, int(rng.integers(3, 8)), (2, 4), ["tree", "chain", "mobilenet"][it % 3])
-        lat = grid(problem)[0].ravel()
-        budget = float(lat[rng.integers(lat.size)])
-        best = reference(problem, budget)
-        assert best is not None
-        sol = solve_exact(problem, budget, work=0)
-        check(problem, budget, sol, best)
+        sol = checked_exact(problem, rng, work=0)
         assert sol.optimal
         methods.add(sol.stats["method"])
     assert "milp" in methods  # the fallback did run (problems certified by the dual bound never reach it)
@@ -183,3 +178,77 @@ def test_long_chain_is_certified_in_bounded_memory(n_vars: int) -> None:
         tracemalloc.stop()
     assert sol.optimal and within_budget(sol.latency, float(problem.budget))  # type: ignore[arg-type]
     assert peak < 1.5e9 and elapsed < 300
+
+
+# -- racing HiGHS against the DP -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("free_core", [True, False])
+def test_race_pacing_bounds_the_dps_share_on_a_busy_machine(free_core: bool) -> None:
+    """Simulated clocks: with a free core the DP is never paused; when the DP and HiGHS share one core, the DP's
+    CPU time stays within the first measuring window plus RACE_SHARE of HiGHS's, so HiGHS is delayed by a
+    bounded share."""
+    from slimzoo.search.milp import RACE_SHARE, RACE_WINDOW_S, Pacer
+
+    clock = {"wall": 0.0, "own": 0.0, "child": 0.0}
+
+    def wait(seconds: float) -> bool:  # the DP sleeps: HiGHS has the core to itself
+        clock["wall"] += seconds
+        clock["child"] += seconds
+        return False
+
+    step = 0.005
+    pacer = Pacer(lambda: clock["child"], wait, own_cpu=lambda: clock["own"], wall=lambda: clock["wall"])
+    for _ in range(4000):
+        clock["wall"] += step
+        clock["own"] += step
+        clock["child"] += step if free_core else step / 2  # one core shared: half each
+        assert pacer() is False
+        if not free_core:
+            assert clock["own"] <= RACE_WINDOW_S + RACE_SHARE * clock["child"] + step
+    if free_core:
+        assert pacer.paused == 0 and not pacer.contended
+    else:
+        assert pacer.contended and pacer.paused > 0 and clock["own"] < 0.1 * clock["child"]
+
+
+def test_idle_probe_sees_a_free_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc/stat's idle time over the probe's interval, scaled by the CPU count: 0.9 of 2 CPUs idle is a free
+    core, 0.1 is a busy machine (the DP then keeps its budget and HiGHS follows, as on one core)."""
+    from slimzoo.search import milp as milp_module
+
+    monkeypatch.setattr(milp_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(milp_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for idle, free in ((90, True), (10, False)):
+        samples = iter([(1000, 10_000), (1000 + idle, 10_100)])
+        monkeypatch.setattr(milp_module, "_idle_jiffies", lambda: next(samples))
+        assert milp_module.IdleProbe().free_core() is free
+
+
+@pytest.mark.parametrize("start", ["early", "late"])
+def test_race_answers_are_exact_when_highs_wins(monkeypatch: pytest.MonkeyPatch, start: str) -> None:
+    """HiGHS starts before the warm start for a tree predicted hard ("early"), or once the DP has run
+    RACE_AFTER_S after its first round failed and a CPU is free ("late"); when HiGHS answers first (forced here:
+    the DP waits for it at its first poll), its proof is the answer, checked against brute force."""
+    from slimzoo.search import compiled as compiled_module
+    from slimzoo.search import exact as exact_module
+    from slimzoo.search import milp as milp_module
+
+    monkeypatch.setenv("SLIMZOO_SEARCH_RACE", "1")
+    if start == "early":
+        monkeypatch.setattr(exact_module, "EARLY_RACE_HEIGHT", 1)
+        monkeypatch.setattr(compiled_module, "POLL_EVERY", 1)
+    else:
+        monkeypatch.setattr(exact_module, "OPTIMISTIC_CANDIDATES", 0)
+        monkeypatch.setattr(exact_module, "RACE_AFTER_S", 0.0)
+        monkeypatch.setattr(milp_module.IdleProbe, "free_core", lambda self: True)
+    monkeypatch.setattr(milp_module.MilpRace, "pace", lambda self: self._conn.poll(None) or True)
+    rng = np.random.default_rng(12)
+    methods = set()
+    for it in range(6):
+        sol = checked_exact(random_problem(rng, int(rng.integers(3, 7)), (2, 4), ["chain", "tree"][it % 2]), rng)
+        assert sol.optimal
+        if sol.stats["method"] == "milp":  # not certified by the Lagrangian passes before the first poll
+            assert sol.stats["milp_race"] is True
+            methods.add("milp")
+    assert methods  # HiGHS did win some races

@@ -161,6 +161,18 @@ def check(problem: SearchProblem, budget: float, sol: Solution, best: float) -> 
         assert abs(sol.loss - best) <= tol and sol.lower_bound is not None
 
 
+def checked_exact(problem: SearchProblem, rng: np.random.Generator, **options: Any) -> Solution:
+    """``solve_exact`` at the latency of a random configuration (so the optimum may sit on the budget), checked
+    against brute force by :func:`check`."""
+    lat = grid(problem)[0].ravel()
+    budget = float(lat[rng.integers(lat.size)])
+    best = reference(problem, budget)
+    assert best is not None
+    sol = solve_exact(problem, budget, **options)
+    check(problem, budget, sol, best)
+    return sol
+
+
 # -- properties ------------------------------------------------------------------------------------------------
 
 
@@ -206,6 +218,34 @@ def test_batched_exact_meets_every_budget(cases: list[tuple[SearchProblem, float
         assert isinstance(sol, Solution)
         check(v, b, sol, best)
         assert sol.optimal
+
+
+@settings(SETTINGS, max_examples=150)
+@given(st.lists(problem_and_budget(), min_size=1, max_size=3), st.integers(0, 2**32 - 1))
+def test_batch_canonical_sums_are_bit_identical(cases: list[tuple[SearchProblem, float]], seed: int) -> None:
+    """The compiled batch's canonical latency and loss (one gather and a sequential running sum over all
+    problems and configurations at once) equal SearchProblem.latency/loss bit for bit: feasibility decided on
+    either side of the budget must agree. Its merged tables add up to the same latencies (to round-off)."""
+    from slimzoo.search.compiled import compile_batch
+
+    base, _ = cases[0]
+    rng = np.random.default_rng(seed)
+    variants = [base]
+    for _ in cases[1:]:
+        v = copy.deepcopy(base)
+        v.offset = float(rng.uniform(0, 2))
+        for f in v.factors:
+            f.table = np.asarray(f.table * rng.uniform(0.5, 2.0, size=np.shape(f.table)), dtype=np.float64)
+        v.unary = [u * rng.uniform(0.5, 2.0) for u in v.unary]
+        variants.append(v)
+    batch = compile_batch(variants)
+    x = np.stack([np.stack([rng.integers(0, k, size=12) for k in base.sizes], axis=1) for _ in variants])
+    lat, loss = batch.canonical_latency(x), batch.canonical_loss(x)
+    merged = batch.evaluate(np.concatenate([x, np.zeros(x.shape[:-1] + (1,), dtype=np.int64)], axis=-1))[0]
+    for p, v in enumerate(variants):
+        for r, row in enumerate(x[p].tolist()):
+            assert lat[p, r] == v.latency(row) and loss[p, r] == v.loss(row)
+            assert abs(merged[p, r] - lat[p, r]) <= 1e-9 * (1 + abs(lat[p, r]))
 
 
 # -- the counterexample and its family --------------------------------------------------------------------------
@@ -300,13 +340,7 @@ def test_reintroduced_offset_bug_cannot_leak(monkeypatch: pytest.MonkeyPatch) ->
     assert sol.latency == 2.0 and sol.loss == -1.0 and sol.optimal
     rng = np.random.default_rng(3)
     for it in range(80):
-        problem = _fixed_as_factors(random_problem(rng, int(rng.integers(2, 7)), (2, 4), "chain"), rng)
-        lat = grid(problem)[0].ravel()
-        budget = float(lat[rng.integers(lat.size)])
-        best = reference(problem, budget)
-        assert best is not None
-        sol = solve_exact(problem, budget)
-        check(problem, budget, sol, best)
+        checked_exact(_fixed_as_factors(random_problem(rng, int(rng.integers(2, 7)), (2, 4), "chain"), rng), rng)
 
 
 def test_dp_answer_over_budget_falls_back_to_the_incumbent(monkeypatch: pytest.MonkeyPatch) -> None:

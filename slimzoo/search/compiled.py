@@ -21,7 +21,7 @@ offset) joins the components of a forest into one tree, as in :mod:`slimzoo.sear
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,26 @@ IntArray = NDArray[np.int64]
 #: it only tightens the exact solver's starting loss limit, so on huge problems it must not cost more than the
 #: solve.
 GREEDY_STEPS = 256
+#: Tree levels (or greedy steps) between two calls of a pass's ``poll``: deep trees (long chains) make a pass
+#: thousands of levels long, and a solver racing HiGHS must be able to stop or pause inside it.
+POLL_EVERY = 64
+
+Poll = Callable[[], bool]
+
+
+class Aborted(Exception):
+    """Raised when a ``poll`` says stop (a time limit, HiGHS won the race), or inside the front DP when a round
+    generates more candidate points than it was allowed; ``done`` is the share of the DP's steps completed by
+    then (what a projection of the round's full cost can start from)."""
+
+    def __init__(self, done: float = 0.0) -> None:
+        super().__init__(done)
+        self.done = done
+
+
+def _polled(poll: Poll, i: int) -> None:
+    if i % POLL_EVERY == POLL_EVERY - 1 and poll():
+        raise Aborted
 
 
 def structure_key(problem: SearchProblem) -> tuple[Any, ...]:
@@ -64,6 +84,7 @@ class CombOp:
     nodes: IntArray
     kids: IntArray
     inmat: IntArray
+    cols: dict[int, IntArray] = field(default_factory=dict)  # pruning columns per P * K (exact.Pruning.for_comb)
 
 
 @dataclass
@@ -139,6 +160,8 @@ class Structure:
                 child, transposed = (b, False) if parent[b] == a else (a, True)
                 self.slots.append(("edge", child, transposed))
 
+        self._layout(problem)
+        self.leaf_layouts: dict[int, Any] = {}  # per batch size, see slimzoo.search.exact._leaf_layout
         dummy = self.n1
         # Nodes bucketed by height and by depth in one pass each (a scan per level would be quadratic on a chain).
         by_height: list[list[int]] = [[] for _ in range(height[root] + 1)]
@@ -170,6 +193,50 @@ class Structure:
         # Real edges (child, parent) for the greedy improvement's neighbourhood sums.
         self.edge_child = np.array([v for v in range(n) if parent[v] != root], dtype=np.int64)
         self.edge_parent = self.parent[self.edge_child]
+
+    def _layout(self, problem: SearchProblem) -> None:
+        """Where every table entry goes, so a :class:`Batch` is assembled by a few vectorised calls.
+
+        All factor tables of a problem, flattened in factor order after a leading offset entry, form one vector
+        (``Batch.flat_lat``). For every entry of it: its factor's variables and strides, so the canonical latency
+        of a configuration is one gather and one running sum (:meth:`Batch.canonical_latency`); and its place in
+        the merged tables, ``node_lat[node, p, c]`` (the offset and 0-variable factors at the root, choice 0) or
+        ``edge_lat[child, p, parent choice, child choice]``, so they are built by one ``bincount`` each.
+        """
+        n, k, root = self.n, self.kmax, self.root
+        sizes = self.sizes
+        # Per factor (vectorised over factors: a 20,000-variable chain has 20,000 of them).
+        nv = np.array([len(f.variables) for f in problem.factors], dtype=np.int64)
+        va = np.array([f.variables[0] if f.variables else 0 for f in problem.factors], dtype=np.int64)
+        vb = np.array([f.variables[1] if len(f.variables) == 2 else 0 for f in problem.factors], dtype=np.int64)
+        kind = np.array([{"offset": 0, "node": 1, "edge": 2}[slot[0]] for slot in self.slots], dtype=np.int64)
+        child = np.array([slot[1] if slot[0] == "edge" else 0 for slot in self.slots], dtype=np.int64)
+        transposed = np.array([slot[0] == "edge" and slot[2] for slot in self.slots], dtype=bool)
+        ka = np.where(nv >= 1, sizes[va], 1)
+        kb = np.where(nv == 2, sizes[vb], 1)
+        size = ka * kb
+        start = 1 + np.cumsum(size) - size  # entry 0 is the offset
+        self.n_entries = 1 + int(size.sum())
+        self.f_start, self.f_va, self.f_vb = start, va, vb
+        self.f_ma = np.where(nv == 2, kb, np.where(nv == 1, 1, 0))
+        self.f_mb = np.where(nv == 2, 1, 0)
+        # Per entry: its factor, its choice indices, and where it goes in the merged tables.
+        fid = np.repeat(np.arange(nv.size), size)
+        local = np.arange(self.n_entries - 1) - np.repeat(start - 1, size)
+        ia, ib = local // kb[fid], local % kb[fid]
+        kf, tf = kind[fid], transposed[fid]
+        node = np.concatenate([[root], np.where(kf == 2, child[fid], np.where(kf == 1, va[fid], root))])
+        c1 = np.concatenate([[0], np.where(kf == 1, ia, np.where(kf == 2, np.where(tf, ib, ia), 0))])
+        c2 = np.concatenate([[0], np.where(kf == 2, np.where(tf, ia, ib), 0)])
+        edge = np.concatenate([[False], kf == 2])
+        self.node_entries = np.flatnonzero(~edge)  # entries of the vector that add to node_lat, in order
+        self.edge_entries = np.flatnonzero(edge)
+        # Destinations for P = 1; a batch of P problems scales the node index (see Batch.build).
+        self.node_dest = (node[~edge], c1[~edge])
+        self.edge_dest = (node[edge], c1[edge] * k + c2[edge])
+        lengths = sizes[:n]
+        self.unary_dest = (np.repeat(np.arange(n), lengths), np.arange(int(lengths.sum()))
+                           - np.repeat(np.cumsum(lengths) - lengths, lengths))
 
     def _schedule(self) -> None:
         """Simulate the front DP level by level to batch its steps.
@@ -307,7 +374,7 @@ class Batch:
     node_loss: FloatArray  # (N1, P, K)
     edge_lat: FloatArray  # (N1, P, K_parent, K_child); all zero for the root's children and the root
     pad: FloatArray  # (N1, K): 0 for real choices, inf for padding
-    factor_tables: list[FloatArray]  # per factor, stacked over problems: the canonical latency's terms
+    flat_lat: FloatArray  # (P, 1 + entries): offset, then every factor table flattened (Structure._layout)
     offsets: FloatArray  # (P,)
     _cache: dict[str, Any] = field(default_factory=dict)
 
@@ -322,11 +389,20 @@ class Batch:
         sums must use this, never ``offsets`` alone (issue 11: that dropped the 0-variable factors)."""
         return self.node_lat[self.structure.root, :, 0]
 
+    @property
+    def factor_tables(self) -> list[FloatArray]:
+        """Per factor, its table stacked over problems (views of ``flat_lat``)."""
+        s = self.structure
+        ends = np.append(s.f_start[1:], s.n_entries).tolist()
+        return [self.flat_lat[:, a:b].reshape((self.size,) + tuple(int(s.sizes[v]) for v in f.variables))
+                for a, b, f in zip(s.f_start.tolist(), ends, self.problems[0].factors)]
+
     @classmethod
     def build(cls, problems: Sequence[SearchProblem], structure: Structure | None = None,
               rooting: str = "centre", same_shape: bool = False) -> Batch:
         """Stack validated problems of one shape (ProblemError if their shapes differ; ``same_shape`` says the
-        caller has checked that already)."""
+        caller has checked that already). A handful of numpy calls whatever the problem's size: the tables are
+        concatenated into ``flat_lat`` and scattered by the structure's precomputed destinations."""
         problems = list(problems)
         first = problems[0]
         s = structure or structure_of(first, rooting)
@@ -337,38 +413,31 @@ class Batch:
                     raise ProblemError("problems solved together must have the same variables, choice counts "
                                        "and factor layout")
         p_count, k, n1 = len(problems), s.kmax, s.n1
-        node_lat = np.zeros((n1, p_count, k))
-        node_loss = np.zeros((n1, p_count, k))
-        edge_lat = np.zeros((n1, p_count, k, k))
-        for v in range(s.n):
-            kv = int(s.sizes[v])
-            node_loss[v, :, :kv] = np.stack([pr.unary[v] for pr in problems]) if p_count > 1 else first.unary[v]
         offsets = np.array([float(pr.offset) for pr in problems])
-        node_lat[s.root, :, 0] = offsets
-        tables: list[FloatArray] = []
-        for j, slot in enumerate(s.slots):
-            if p_count == 1:
-                t = np.asarray(first.factors[j].table, dtype=np.float64)[None]
-            else:
-                t = np.stack([np.asarray(pr.factors[j].table, dtype=np.float64) for pr in problems])
-            tables.append(t)
-            if slot[0] == "offset":
-                node_lat[s.root, :, 0] += t
-            elif slot[0] == "node":
-                v = slot[1]
-                node_lat[v, :, : s.sizes[v]] += t
-            else:
-                c, transposed = slot[1], slot[2]
-                u = s.parent[c]
-                edge_lat[c, :, : s.sizes[u], : s.sizes[c]] += t.transpose(0, 2, 1) if transposed else t
+        rows = [np.concatenate([[float(pr.offset)], *(np.ravel(f.table) for f in pr.factors)]) for pr in problems]
+        flat = rows[0][None] if p_count == 1 else np.stack(rows)
+        unary = np.concatenate(first.unary)[None] if p_count == 1 else np.stack(
+            [np.concatenate(pr.unary) for pr in problems])
+        ip = np.arange(p_count)[:, None]
+        # Sums in entry order per destination (bincount accumulates in input order): offset, then factor order.
+        node, c = s.node_dest
+        dest = ((node[None] * p_count + ip) * k + c[None]).ravel()
+        node_lat = np.bincount(dest, flat[:, s.node_entries].ravel(), n1 * p_count * k).reshape(n1, p_count, k)
+        node, c = s.edge_dest
+        dest = ((node[None] * p_count + ip) * (k * k) + c[None]).ravel()
+        edge_lat = np.bincount(dest, flat[:, s.edge_entries].ravel(), n1 * p_count * k * k).reshape(
+            n1, p_count, k, k)
+        node_loss = np.zeros((n1, p_count, k))
+        node, c = s.unary_dest
+        node_loss.reshape(-1)[((node[None] * p_count + ip) * k + c[None]).ravel()] = unary.ravel()
         pad = np.where(np.arange(k)[None, :] < s.sizes[:, None], 0.0, np.inf)
-        return cls(s, problems, node_lat, node_loss, edge_lat, pad, tables, offsets)
+        return cls(s, problems, node_lat, node_loss, edge_lat, pad, flat, offsets)
 
     def take(self, index: Sequence[int]) -> Batch:
         """The sub-batch of problems ``index`` (arrays sliced, structure shared)."""
         idx = np.asarray(index, dtype=np.int64)
         return Batch(self.structure, [self.problems[i] for i in idx], self.node_lat[:, idx], self.node_loss[:, idx],
-                     self.edge_lat[:, idx], self.pad, [t[idx] for t in self.factor_tables], self.offsets[idx])
+                     self.edge_lat[:, idx], self.pad, self.flat_lat[idx], self.offsets[idx])
 
     # -- derived arrays, computed once per batch ----------------------------------------------------------------
     def level_arrays(self) -> tuple[list[FloatArray], list[FloatArray]]:
@@ -395,9 +464,10 @@ class Batch:
         return np.where(ok, loss_spread / np.where(ok, lat_spread, 1.0), 1.0)
 
     # -- min-sum ------------------------------------------------------------------------------------------------
-    def min_sum(self, alpha: FloatArray, beta: FloatArray, outside: bool = False) -> Passes:
+    def min_sum(self, alpha: FloatArray, beta: FloatArray, outside: bool = False, poll: Poll | None = None) -> Passes:
         """Exact min-sum of ``alpha[p, k] * loss + beta[p, k] * latency`` for all problems p and cost functions k,
-        level by level (a few numpy calls per tree level). :meth:`decode` recovers the minimisers."""
+        level by level (a few numpy calls per tree level). :meth:`decode` recovers the minimisers. ``poll`` is
+        called every :data:`POLL_EVERY` levels; True raises :class:`Aborted`."""
         s = self.structure
         alpha = np.asarray(alpha, dtype=np.float64)
         beta = np.asarray(beta, dtype=np.float64)
@@ -410,26 +480,32 @@ class Batch:
         own += self.pad[:, None, None, :]
         inside = own
         msg = np.zeros((s.n1 + 1, p_count, m, k))
-        for lv, edge in zip(s.inside_levels, by_child):
+        for i, (lv, edge) in enumerate(zip(s.inside_levels, by_child)):
+            if poll is not None:
+                _polled(poll, i)
+            cur = inside[lv.nodes]
             if lv.childmat is not None:
-                inside[lv.nodes] += msg[lv.childmat].sum(axis=1)
+                cur += msg[lv.childmat].sum(axis=1)
+                inside[lv.nodes] = cur
             if lv.nodes[0] == s.root:
                 break
             total = b_lead * edge  # (x, nodes, P, m, y)
-            total += inside[lv.nodes].transpose(3, 0, 1, 2)[..., None]
+            total += cur.transpose(3, 0, 1, 2)[..., None]
             msg[lv.nodes] = total.min(axis=0)
         out = None
         if outside:
             out = np.empty((s.n1, p_count, m, k))
             out[s.root] = 0.0
-            for lv, edge in zip(s.depth_levels, by_parent):
+            for i, (lv, edge) in enumerate(zip(s.depth_levels, by_parent)):
+                if poll is not None:
+                    _polled(poll, i)
                 rest = out[lv.parents] + inside[lv.parents] - msg[lv.nodes]  # (nodes, P, m, y)
                 total = b_lead * edge  # (y, nodes, P, m, x)
                 total += rest.transpose(3, 0, 1, 2)[..., None]
                 out[lv.nodes] = total.min(axis=0)
         return Passes(alpha, beta, inside, msg, None, out)
 
-    def decode(self, passes: Passes) -> IntArray:
+    def decode(self, passes: Passes, poll: Poll | None = None) -> IntArray:
         """Minimisers of every cost function at once, shaped (P, k, N1) (root column 0): top-down, each node takes
         the choice minimising its edge to the parent's decoded choice plus its inside cost."""
         s = self.structure
@@ -439,7 +515,9 @@ class Batch:
         rows = self.edge_lat.reshape(-1, k)  # row (node, problem, parent choice)
         base = (np.arange(s.n1)[:, None, None] * p_count + np.arange(p_count)[None, :, None]) * k
         beta = passes.beta[None, :, :, None]
-        for lv in s.depth_levels:
+        for i, lv in enumerate(s.depth_levels):
+            if poll is not None:
+                _polled(poll, i)
             edge = rows[base[lv.nodes] + x[lv.parents]]  # (nodes, P, m, x)
             x[lv.nodes] = (beta * edge + passes.inside[lv.nodes]).argmin(axis=-1)
         return x.transpose(1, 2, 0)
@@ -459,23 +537,15 @@ class Batch:
 
     def canonical_latency(self, x: IntArray) -> FloatArray:
         """:meth:`SearchProblem.latency` of configurations ``x`` shaped (P, ..., n or N1), bit-identical: the same
-        terms added in the same order (plain Python for a few configurations, vectorised over problems else)."""
-        if x[..., 0].size <= 8:
-            terms = [(t, f.variables) for f, t in zip(self.problems[0].factors, self.factor_tables)]
-
-            def one(p: int, row: list[int]) -> float:
-                total = float(self.offsets[p])
-                for t, vs in terms:
-                    total += float(t[(p, *(row[v] for v in vs))])
-                return total
-
-            return self._per_config(x, one)
-        ip = np.arange(x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 2))
-        cols = [x[..., v] for v in range(self.structure.n)]
-        total = np.broadcast_to(self.offsets.reshape(ip.shape), x.shape[:-1]).copy()
-        for f, t in zip(self.problems[0].factors, self.factor_tables):
-            total += t[(ip, *(cols[v] for v in f.variables))]
-        return total
+        terms (one gather from ``flat_lat``) added in the same order (``np.add.accumulate`` adds sequentially, left
+        to right, unlike ``sum``'s pairwise order)."""
+        s = self.structure
+        ip = np.arange(x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1))
+        xv = x[..., : s.n]
+        idx = s.f_start + xv[..., s.f_va] * s.f_ma + xv[..., s.f_vb] * s.f_mb  # (P, ..., F)
+        terms = np.concatenate([np.broadcast_to(self.flat_lat[:, :1].reshape(ip.shape), x.shape[:-1] + (1,)),
+                                self.flat_lat[ip, idx]], axis=-1)
+        return np.add.accumulate(terms, axis=-1)[..., -1]  # type: ignore[no-any-return]
 
     def within(self, x: IntArray, cap: FloatArray, lat: FloatArray | None = None) -> NDArray[np.bool_]:
         """Whether configurations ``x`` (P, ..., N1) have canonical latency <= ``cap`` (P,).
@@ -499,30 +569,15 @@ class Batch:
         return out
 
     def canonical_loss(self, x: IntArray) -> FloatArray:
-        """:meth:`SearchProblem.loss` of configurations ``x`` shaped (P, ..., n or N1), bit-identical."""
-        if x[..., 0].size <= 8:
-            loss = self.node_loss
+        """:meth:`SearchProblem.loss` of configurations ``x`` shaped (P, ..., n or N1), bit-identical (a sequential
+        running sum over the variables, as :meth:`canonical_latency`)."""
+        n = self.structure.n
+        ip = np.arange(x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1))
+        terms = self.node_loss[np.arange(n), ip, x[..., :n]]  # (P, ..., n)
+        return np.add.accumulate(terms, axis=-1)[..., -1]  # type: ignore[no-any-return]
 
-            def one(p: int, row: list[int]) -> float:
-                total = 0.0
-                for v in range(self.structure.n):
-                    total += float(loss[v, p, row[v]])
-                return total
-
-            return self._per_config(x, one)
-        ip = np.arange(x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 2))
-        total = np.zeros(x.shape[:-1])
-        for v in range(self.structure.n):
-            total += self.node_loss[v, ip, x[..., v]]
-        return total
-
-    @staticmethod
-    def _per_config(x: IntArray, fn: Any) -> FloatArray:
-        flat = x.reshape(x.shape[0], -1, x.shape[-1])
-        out = np.array([[fn(p, row.tolist()) for row in flat[p]] for p in range(flat.shape[0])])
-        return out.reshape(x.shape[:-1])
-
-    def greedy_improve(self, x: IntArray, cap: FloatArray, max_steps: int | None = None) -> tuple[IntArray, int]:
+    def greedy_improve(self, x: IntArray, cap: FloatArray, max_steps: int | None = None,
+                       poll: Poll | None = None) -> tuple[IntArray, int]:
         """Best-improvement local search from feasible configurations ``x`` (P, N1): repeatedly make the single-
         variable change that lowers the loss most while the (tree) latency stays <= ``cap``. A heuristic to tighten
         the exact solver's loss limit (its result is re-checked canonically by the caller); returns the steps."""
@@ -538,6 +593,8 @@ class Batch:
         pad = self.pad[:n][None]
         steps = 0
         for steps in range(max_steps if max_steps is not None else min(n * s.kmax, GREEDY_STEPS)):
+            if poll is not None and steps % 8 == 7 and poll():
+                raise Aborted
             lat, _ = self.evaluate(x)
             xv, xp = x[:, :n], x[:, s.parent[:n]]
             d_lat = (own_lat - self.node_lat[iv, ip, xv][..., None]

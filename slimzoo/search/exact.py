@@ -29,6 +29,11 @@ Speed comes from :mod:`slimzoo.search.compiled`: the structure and the DP schedu
 shape, every pass is level-batched, and the DP itself runs on *global labels* ``(node, problem, choice)``, so one
 batch of numpy calls advances every node of a tree level, for every problem of a batch (many platforms at once).
 Fronts are stored flat with their label; each DP step is a handful of numpy calls whatever the number of nodes.
+
+The DP's work is bounded (:func:`dp_work`, less for problems its first round predicts hard); HiGHS
+(:mod:`slimzoo.search.milp`) then proves the optimum, racing the DP in a forked process from the start for trees
+predicted hard (:func:`predicted_hard`) and after a short solo run where a CPU is free, with the DP paced when
+HiGHS lacks a core, so that the exact solver costs little more than HiGHS alone on the problems HiGHS wins.
 """
 
 from __future__ import annotations
@@ -43,7 +48,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slimzoo.errors import BudgetError
-from slimzoo.search.compiled import Batch, CombOp, MsgOp, Passes, Structure, compile_batch, structure_key
+from slimzoo.search.compiled import (
+    Aborted,
+    Batch,
+    CombOp,
+    MsgOp,
+    Passes,
+    Poll,
+    Structure,
+    compile_batch,
+    structure_key,
+)
 from slimzoo.search.milp import CERTIFY_RTOL  # milp imports scipy only when it solves
 from slimzoo.search.problem import (
     FEASIBILITY_RTOL,
@@ -62,6 +77,9 @@ KeepFn = Callable[[IntArray, FloatArray, FloatArray], NDArray[np.bool_]]
 #: Candidate points materialised at once when combining two fronts; bigger combinations are done in chunks
 #: (each reduced to its front before the next), so memory stays bounded even without a budget to prune with.
 CHUNK = 1 << 21
+#: Chunk size when the DP is polled (a time limit, or the race with HiGHS): a poll between chunks keeps the DP
+#: responsive within one big combination.
+POLL_CHUNK = 1 << 18
 #: Iterative deepening on the duality gap, used when the optimistic first round (incumbent as the limit, capped
 #: candidate count) gives up: the DP then first keeps only partial points that could reach a loss within these
 #: fractions of the gap above the Lagrangian lower bound. The fronts, so the cost, grow with the limit, and if a
@@ -78,6 +96,26 @@ DP_WORK_SQRT = 40_000
 #: up to RACE_WORK_MAX candidates (which bounds its memory: every point it keeps is a few dozen bytes).
 RACE_WORK_FACTOR = 10
 RACE_WORK_MAX = 30_000_000
+#: Trees at least this many levels deep race HiGHS from the start, before the warm start (see
+#: :func:`predicted_hard`): chains of 1,500 or more variables (the DP finishes chains of 1,000 in 0.3-0.5 s, as
+#: fast as HiGHS, and gives up on 1,200 and more).
+EARLY_RACE_HEIGHT = 750
+#: Other problems the optimistic round cannot finish go on alone for this much CPU time; most finish well within
+#: it (random trees of 60 variables x 16 choices: a few dozen ms) and never pay for a process. Then HiGHS races
+#: the DP if a CPU sat idle meanwhile (:class:`slimzoo.search.milp.IdleProbe`); on a busy machine a race could
+#: only split one core, so the DP keeps its work budget and HiGHS follows (chains of 400-1,000 variables: the DP
+#: alone is faster than HiGHS; correlated knapsacks: the budget costs 0.1-0.3 s before HiGHS).
+RACE_AFTER_S = 0.1
+#: A shallow tree (at most SHALLOW_HEIGHT levels) whose optimistic round gave up before PREDICT_HARD_DONE of its
+#: steps (a linear projection of the round's cost is then at least twice its cap) is combining many subtrees at
+#: a few nodes, the pattern of a correlated multiple-choice knapsack whose fronts grow multiplicatively: the DP
+#: keeps only SHALLOW_HARD_WORK of its remaining budget before HiGHS takes over. Measured: correlated knapsacks of
+#: 20 x 8 to 60 x 12 give up after 8-40% of the steps; random trees of 40-60 variables x 12-16 choices (under 30
+#: levels) after 55-93% and finish in 10-120 thousand candidates; chains of 400-1,000 variables after 10-40% but
+#: are 200-500 levels deep, and the DP finishes them faster than HiGHS.
+PREDICT_HARD_DONE = 0.5
+SHALLOW_HEIGHT = 32
+SHALLOW_HARD_WORK = 0.25
 #: Lagrange multipliers of the warm start's first pass, relative to each problem's loss-per-latency scale.
 COARSE = 2.0 ** np.arange(-10.0, 10.5, 1.0)
 #: Multipliers of the second pass across the bracket the first one found (geometric steps).
@@ -88,15 +126,6 @@ LAMBDA_SPREAD = 2.0 ** np.array([-2.0, -1.0, 1.0, 2.0])
 #: Pruning tests on more candidates than this first screen them with the first SCREEN_ROWS bound rows.
 SCREEN_ABOVE = 20_000
 SCREEN_ROWS = 2
-
-
-class Aborted(Exception):
-    """Raised inside the DP when a round generates more candidate points than it was allowed; ``done`` is the
-    share of the DP's steps completed by then (what a projection of the round's full cost can start from)."""
-
-    def __init__(self, done: float = 0.0) -> None:
-        super().__init__(done)
-        self.done = done
 
 
 class _Redo(Exception):
@@ -146,12 +175,14 @@ def group_pareto(lab: IntArray, lat: FloatArray, loss: FloatArray) -> IntArray:
     return order[keep]
 
 
-def combine(a: Front, b: Front, n_labels: int, keep: KeepFn | None,
-            max_pairs: int | None = None) -> tuple[FloatArray, FloatArray, IntArray, IntArray, IntArray, int]:
+def combine(a: Front, b: Front, n_labels: int, keep: KeepFn | None, max_pairs: int | None = None, *,
+            chunk: int = CHUNK, poll: Callable[[], bool] | None = None,
+            ) -> tuple[FloatArray, FloatArray, IntArray, IntArray, IntArray, int]:
     """Front of the Minkowski sum of ``a`` and ``b`` within each label: (lab, lat, loss, ia, ib, pairs).
 
     ``ia``/``ib`` point into ``a``/``b``; ``pairs`` is the number of candidates; raises :class:`Aborted` before
-    generating more than ``max_pairs``.
+    generating more than ``max_pairs``, or when ``poll`` (called between chunks of ``chunk`` candidates) says
+    stop.
     """
     empty = np.zeros(0, dtype=np.int64)
     if len(a) == 0 or len(b) == 0:
@@ -163,19 +194,21 @@ def combine(a: Front, b: Front, n_labels: int, keep: KeepFn | None,
     total = int(ends[-1])
     if max_pairs is not None and total > max_pairs:
         raise Aborted
-    cuts = [0] + ([int(c) for c in np.searchsorted(ends, np.arange(CHUNK, total, CHUNK), side="right")]
-                  if total > CHUNK else []) + [len(a)]
+    cuts = [0] + ([int(c) for c in np.searchsorted(ends, np.arange(chunk, total, chunk), side="right")]
+                  if total > chunk else []) + [len(a)]
     parts = []
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         if hi <= lo:
             continue
+        if parts and poll is not None and poll():
+            raise Aborted
         r = reps[lo:hi]
         ia = np.repeat(np.arange(lo, hi), r)
         first = np.cumsum(r) - r
         ib = start_b[a.lab[ia]] + (np.arange(ia.shape[0]) - np.repeat(first, r))
         lab, lat, loss = a.lab[ia], a.lat[ia] + b.lat[ib], a.loss[ia] + b.loss[ib]
         if keep is not None:
-            m = np.flatnonzero(keep(lab, lat, loss))
+            m = keep(lab, lat, loss).nonzero()[0]
             lab, lat, loss, ia, ib = lab[m], lat[m], loss[m], ia[m], ib[m]
         sel = group_pareto(lab, lat, loss)
         parts.append((lab[sel], lat[sel], loss[sel], ia[sel], ib[sel]))
@@ -240,7 +273,9 @@ class Pruning:
         at every step made a long chain's DP quadratic (10,000 steps x a 20,000-node array)."""
         r = self.base[:, op.nodes] - self.msgb[:, op.inmat].sum(axis=2)
         pk = r.shape[2] * r.shape[3]
-        cols = (op.nodes[:, None] * pk + np.arange(pk)[None, :]).reshape(-1)
+        cols = op.cols.get(pk)
+        if cols is None:  # the op belongs to the cached structure: computed once per batch size
+            cols = op.cols[pk] = (op.nodes[:, None] * pk + np.arange(pk)[None, :]).reshape(-1)
         return r.reshape(r.shape[0], -1) - self.const[:, cols]  # type: ignore[no-any-return]
 
     def keep(self, g: FloatArray, nodes: IntArray | None = None) -> KeepFn:
@@ -253,14 +288,14 @@ class Pruning:
 
         def rows(sel: slice, lab: IntArray, lat: FloatArray, loss: FloatArray) -> NDArray[np.bool_]:
             at = lab if nodes is None else np.searchsorted(nodes, lab // pk) * pk + lab % pk
-            with np.errstate(invalid="ignore"):
-                return (a[sel] * loss + b[sel, lab] * lat + g[sel, at] <= 0).all(axis=0)  # type: ignore[no-any-return]
+            # inf - inf (padding) is nan, which fails the test as it should (run_dp silences the warning)
+            return (a[sel] * loss + b[sel, lab] * lat + g[sel, at] <= 0).all(axis=0)  # type: ignore[no-any-return]
 
         def test(lab: IntArray, lat: FloatArray, loss: FloatArray) -> NDArray[np.bool_]:
             if lab.shape[0] < SCREEN_ABOVE or a.shape[0] <= SCREEN_ROWS:
                 return rows(slice(None), lab, lat, loss)
             ok = rows(slice(0, SCREEN_ROWS), lab, lat, loss)
-            idx = np.flatnonzero(ok)
+            idx = ok.nonzero()[0]
             ok[idx] = rows(slice(SCREEN_ROWS, None), lab[idx], lat[idx], loss[idx])
             return ok
 
@@ -294,9 +329,17 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
     combination is replaced by :func:`best_pairs`, which costs ``O(n log n)`` instead of the product of the two
     fronts it would combine. The root then has at most one point per problem (``DPResult.pairs_only``). The loss
     limit matters: the fronts only hold every partial configuration that can complete *within the limit*, so
-    only a best pair within it is the optimum. ``stop`` is polled after every step; True aborts the round (a
-    time limit, or HiGHS winning the race, see :class:`slimzoo.search.milp.MilpRace`).
+    only a best pair within it is the optimum. ``stop`` is polled after every step and between chunks of big
+    combinations; True aborts the round (a time limit, or HiGHS winning the race, see
+    :class:`slimzoo.search.milp.MilpRace`, whose pacing pauses the DP inside the poll).
     """
+    with np.errstate(invalid="ignore"):  # the pruning tests meet inf - inf at padded choices (nan fails them)
+        return _run_dp(batch, pruning, max_candidates, best_under, stop)
+
+
+def _run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None,
+            best_under: tuple[FloatArray, FloatArray] | None, stop: Callable[[], bool] | None) -> DPResult:
+    """:func:`run_dp`'s body."""
     s = batch.structure
     p_count, k = batch.size, s.kmax
     pk = p_count * k
@@ -316,6 +359,8 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
         return ids
 
     def split(front: Front, nodes: IntArray, lab_for_split: IntArray) -> list[Front]:
+        if nodes.shape[0] == 1:
+            return [front]
         cuts = np.searchsorted(lab_for_split, np.append(nodes * pk, nodes[-1] * pk + pk)).tolist()
         return [Front(front.lab[lo:hi], front.lat[lo:hi], front.loss[lo:hi], front.gid[lo:hi])
                 for lo, hi in zip(cuts[:-1], cuts[1:])]
@@ -323,9 +368,7 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
     # Own fronts of the leaves: one point per real choice.
     cache = batch._cache
     if "dp" not in cache:
-        leaves = np.array([v for v in range(s.n) if not s.children[v]], dtype=np.int64)
-        real = (batch.pad[leaves] == 0)[:, None, :] & np.ones((1, p_count, 1), dtype=bool)
-        leaf_lab = np.flatnonzero(_mask(s.n1, p_count, k, leaves, real))
+        leaves, leaf_lab, _ = _leaf_layout(s, p_count)
         fold = s.fold[:, None, None, None]
         par = s.parent
         edge_t = batch.edge_lat.transpose(0, 1, 3, 2)  # (N1, P, x, y)
@@ -338,7 +381,9 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
     flat_lat, flat_loss = batch.node_lat.reshape(-1), batch.node_loss.reshape(-1)
     none = np.full(leaf_lab.shape[0], -1, dtype=np.int64)
     own = Front(leaf_lab, flat_lat[leaf_lab], flat_loss[leaf_lab], register(leaf_lab, none, none))
-    fronts: dict[int, Front] = dict(zip(leaves.tolist(), split(own, leaves, own.lab)))
+    cuts = _leaf_layout(s, p_count)[2]  # one front per leaf: label ranges known in advance
+    fronts: dict[int, Front] = {v: Front(own.lab[lo:hi], own.lat[lo:hi], own.loss[lo:hi], own.gid[lo:hi])
+                                for v, lo, hi in zip(leaves.tolist(), cuts[:-1], cuts[1:])}
     msgs: dict[int, Front] = {}
     res_points = res_largest = candidates = 0
     ar_k = np.arange(k)
@@ -352,9 +397,9 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
             loss2 = (src.loss[:, None] + lm[src.lab]).reshape(-1)
             candidates += lab2.shape[0]
             if pruning is not None:
-                idx = np.flatnonzero(pruning.keep(pruning.g_msg)(lab2, lat2, loss2))
+                idx = pruning.keep(pruning.g_msg)(lab2, lat2, loss2).nonzero()[0]
             else:
-                idx = np.flatnonzero(lat2 < np.inf)
+                idx = (lat2 < np.inf).nonzero()[0]
             sel = idx[group_pareto(lab2[idx], lat2[idx], loss2[idx])]
             lab_c = lab2[sel]
             lab_p = lab_c + shift[lab_c // pk]
@@ -370,7 +415,8 @@ def run_dp(batch: Batch, pruning: Pruning | None, max_candidates: int | None = N
             keep = pruning.keep(pruning.for_comb(op), op.nodes) if pruning is not None else None
             left = None if max_candidates is None else max_candidates - candidates
             try:
-                lab, lat, loss, ia, ib, pairs = combine(a, b, n_labels, keep, left)
+                lab, lat, loss, ia, ib, pairs = combine(a, b, n_labels, keep, left,
+                                                        chunk=CHUNK if stop is None else POLL_CHUNK, poll=stop)
             except Aborted:
                 raise Aborted(step / len(ops)) from None
             candidates += pairs
@@ -434,14 +480,23 @@ def best_pairs(a: Front, b: Front, cap: FloatArray, limit: FloatArray, p_count: 
         return empty, empty
     ia, ib, total, p_of = ia[within], ib[within], total[within], p_of[within]
     pick = np.lexsort((total, p_of))
-    first = pick[np.r_[True, p_of[pick][1:] != p_of[pick][:-1]]]
+    ps = p_of[pick]
+    first = pick[np.concatenate(([True], ps[1:] != ps[:-1]))]
     return ia[first], ib[first]
 
 
-def _mask(n1: int, p_count: int, k: int, leaves: IntArray, real: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    mask = np.zeros((n1, p_count, k), dtype=bool)
-    mask[leaves] = real
-    return mask
+def _leaf_layout(s: Structure, p_count: int) -> tuple[IntArray, IntArray, list[int]]:
+    """The leaves, the global labels of their real choices (sorted) and where each leaf's labels start and end:
+    they depend only on the structure and the batch size, so they are cached on the structure."""
+    found = s.leaf_layouts.get(p_count)
+    if found is None:
+        leaves = np.array([v for v in range(s.n) if not s.children[v]], dtype=np.int64)
+        mask = np.zeros((s.n1, p_count, s.kmax), dtype=bool)
+        mask[leaves] = (s.sizes[leaves][:, None, None] > np.arange(s.kmax)[None, None, :])
+        leaf_lab = np.flatnonzero(mask)
+        cuts = [0, *np.cumsum(s.sizes[leaves] * p_count).tolist()]
+        found = s.leaf_layouts[p_count] = (leaves, leaf_lab, cuts)
+    return found
 
 
 def decode_points(batch: Batch, dp: DPResult, gids: IntArray) -> IntArray:
@@ -479,8 +534,10 @@ def dp_work(structure: Structure) -> int:
     MobileNetV2 problems need at most ~30,000; random trees of 60 variables x 16 choices a few hundred thousand;
     a 1,000-variable two-choice chain ~1.5 million (the budget there: 2.1 million). It grows only with the square
     root of the size because what the DP cannot finish quickly (a strongly correlated knapsack, chains of
-    thousands of variables) HiGHS's branch and bound finishes faster, and every candidate spent before giving up
-    is time lost: about 4 s on a 20,000-variable chain whose MILP takes 30 s, 0.6 s on a 60 x 12 knapsack (4 s).
+    thousands of variables) HiGHS's branch and bound finishes faster, and in the sequential order (no race) every
+    candidate spent before giving up is time lost: about 4 s on a 20,000-variable chain whose MILP takes 30 s,
+    0.6 s on a 60 x 12 knapsack (4 s). Racing HiGHS (the default where processes can fork) removes that loss:
+    the DP then only uses a paced share of the CPU on a busy machine (see :func:`solve_exact_batch`).
     """
     return DP_WORK_BASE + int(DP_WORK_SQRT * float(np.sqrt(structure.sizes[: structure.n].sum())))
 
@@ -494,10 +551,38 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float], *, time_limit: flo
 
     The front DP gets ``work`` candidate points per problem (default :func:`dp_work`); problems it cannot finish
     within that go to the MILP fallback (:mod:`slimzoo.search.milp`, HiGHS), limited to what is left of
-    ``time_limit`` seconds. With ``race`` (and two free CPUs, see :func:`_race_allowed`) HiGHS starts as soon as
-    the cheap first round fails and runs alongside the remaining DP rounds; the first to finish wins. An answer is ``optimal`` only when proven (by the dual bound, the DP, or HiGHS);
-    otherwise ``lower_bound`` is the best proven bound and ``gap`` how far from optimal the answer can be.
+    ``time_limit`` seconds. With ``race`` (Linux ``fork``, see :func:`_race_allowed`) HiGHS runs in a forked
+    process alongside the DP: from the start for a tree predicted hard (:func:`predicted_hard`), else once the
+    later rounds have run RACE_AFTER_S alone, if a CPU sat idle meanwhile; the first to finish wins, and while
+    HiGHS lacks a core of its own the DP is paced so that HiGHS is delayed by a bounded share of its own time
+    (:meth:`slimzoo.search.milp.MilpRace.pace`).
+    An answer is ``optimal`` only when proven (by the dual bound, the DP, or HiGHS); otherwise ``lower_bound`` is
+    the best proven bound and ``gap`` how far from optimal the answer can be.
     """
+    races: list[Any] = []
+    try:
+        return _solve_batch(batch, budgets, time_limit, work, race, races)
+    finally:
+        for r in races:
+            r.cancel()  # the DP won (or an error): stop HiGHS, release the process
+
+
+def predicted_hard(structure: Structure) -> bool:
+    """Whether HiGHS should start before the warm start: trees at least :data:`EARLY_RACE_HEIGHT` levels deep.
+
+    Every pass of the warm start and every DP step is a batch of numpy calls per tree level, so a deep tree (a
+    chain of thousands of variables) costs seconds before the DP even starts, and its fronts grow with the depth:
+    no chain of 1,200 or more variables has finished within the DP's work budget, while HiGHS proves them in
+    seconds. Shallow trees (MobileNetV2: 8 levels; random trees of 60 variables: under 30) never pay for a
+    process they would not need.
+    """
+    return structure.height[structure.root] >= EARLY_RACE_HEIGHT
+
+
+def _solve_batch(batch: Batch, budgets: Sequence[float], time_limit: float | None, work: int | None, race: bool,
+                 races: list[Any]) -> list[Solution | BudgetError]:
+    """:func:`solve_exact_batch`'s body; every HiGHS process it starts is appended to ``races`` (cancelled by the
+    caller)."""
     start = time.perf_counter()
     s = batch.structure
     p_count = batch.size
@@ -505,7 +590,19 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float], *, time_limit: flo
     budget = np.asarray(budgets, dtype=np.float64)
     slack = FEASIBILITY_RTOL * np.maximum(1.0, np.abs(budget))
     bcap = budget + slack  # within_budget(): latency <= budget + slack
-    warm = warm_start(batch, bcap)
+    deadline = None if time_limit is None else start + time_limit
+    racer: Any = None
+    if race and p_count == 1 and predicted_hard(s) and _race_allowed():
+        # The DP rarely wins on such trees: paced from the start rather than after a first window.
+        racer = _start_race(problems[0], float(budget[0]), deadline, races, contended=True)
+    try:
+        warm = warm_start(batch, bcap, None if racer is None else racer.pace)
+    except Aborted:  # HiGHS answered before the warm start was done
+        outcome = racer.result()
+        if outcome is not None and outcome[0] is not None and outcome[2]:
+            return [_milp_solution(problems[0], float(budget[0]), outcome, start)]
+        racer = None  # no proof (a failure, an infeasible budget, a time limit): the DP's own way, without a race
+        warm = warm_start(batch, bcap)
     results: list[Solution | BudgetError | None] = [None] * p_count
     for p in np.flatnonzero(~warm.active).tolist():
         results[p] = infeasible(problems[p], float(budget[p]), float(warm.fastest[p]))
@@ -536,9 +633,12 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float], *, time_limit: flo
         plan: list[tuple[float, float]] = [(1.0, OPTIMISTIC_CANDIDATES)]
         plan += [(f, np.inf) for f in DEEPENING] + [(1.0, np.inf)]
         open_ = np.arange(todo.size)  # positions in todo
-        deadline = None if time_limit is None else start + time_limit
-        racer: Any = None
-        for r, (frac, round_cap) in enumerate(plan):
+        probe: Any = None  # is a CPU free? Measured while the DP runs alone, before HiGHS may race it
+        probe_until = 0.0
+        boosted = False  # the racing work budget is in force
+        r = 0
+        while r < len(plan):
+            frac, round_cap = plan[r]
             if r == 1 and p_count > 1:
                 # Several problems the optimistic round could not finish: each is hard, so each gets a solve of
                 # its own (with its own HiGHS race) rather than a shared batch that finishes with the slowest.
@@ -555,13 +655,16 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float], *, time_limit: flo
                     rounds[p] += one.stats.get("rounds", 0)
                 open_ = np.zeros(0, dtype=np.int64)
                 break
-            if r == 1 and racer is None and race and _race_allowed():
-                from slimzoo.search.milp import MilpRace
+            if r == 1 and racer is None and probe is None and race and _race_allowed():
+                from slimzoo.search.milp import IdleProbe
 
-                p0 = int(todo[open_[0]])
-                racer = MilpRace(problems[p0], float(budget[p0]),
-                                None if deadline is None else max(1e-3, deadline - time.perf_counter()))
+                # The DP goes on alone for RACE_AFTER_S (most problems that need a second round finish well within
+                # it); then HiGHS races it if a CPU sat idle meanwhile. On a busy machine a race could only split
+                # one core, so the DP keeps its own budget and HiGHS follows it (the sequential order).
+                probe, probe_until = IdleProbe(), time.process_time() + RACE_AFTER_S
+            if racer is not None and not boosted:  # racing: the DP may work on while HiGHS runs
                 left = max(left, float(min(RACE_WORK_FACTOR * (dp_work(s) if work is None else work), RACE_WORK_MAX)))
+                boosted = True
             idx = todo[open_]
             sub = batch if idx.size == p_count else batch.take(idx)
             sub_bounds = warm.bounds if open_.size == todo.size else _take_passes(warm.bounds, open_)
@@ -571,16 +674,28 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float], *, time_limit: flo
             allowed = min(round_cap, left)
 
             def stop() -> bool:
-                return (racer is not None and racer.done()) or (deadline is not None
+                nonlocal racer, probe
+                if probe is not None and time.process_time() > probe_until:
+                    if probe.free_core():
+                        racer = _start_race(problems[0], float(budget[0]), deadline, races)
+                    probe = None
+                return (racer is not None and racer.pace()) or (deadline is not None
                                                                 and time.perf_counter() > deadline)
 
             try:
                 dp = run_dp(sub, pruning, int(allowed * idx.size), best_under=(bcap[idx], limit + margin[idx]),
                             stop=stop)
-            except Aborted:
+            except Aborted as exc:
                 left -= allowed
-                if left <= 0 or stop():
+                if r == 0 and exc.done < PREDICT_HARD_DONE and s.height[s.root] <= SHALLOW_HEIGHT:
+                    left *= SHALLOW_HARD_WORK  # a knapsack-like explosion: HiGHS sooner (see PREDICT_HARD_DONE)
+                if stop():  # HiGHS answered, or the time is up
                     break
+                if racer is not None and not boosted:
+                    continue  # HiGHS started during this round: the round again, with the racing budget
+                if left <= 0:
+                    break
+                r += 1
                 continue
             left -= dp.candidates / idx.size
             _account(stats, dp)
@@ -601,10 +716,14 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float], *, time_limit: flo
             open_ = np.array(still, dtype=np.int64)
             if not open_.size or left <= 0:
                 break
+            r += 1
         unproven = [p for p in (todo[open_].tolist() if open_.size else []) if not np.isfinite(proven[p])]
         for p in unproven:
             if racer is not None:
                 outcome = racer.result()  # HiGHS won the race, or the DP ran out of work or time: its answer
+                if outcome is not None:
+                    outcome = (*outcome[:3], {**outcome[3], "milp_race": True,
+                                              "race_paused_s": round(racer.pacer.paused, 3)})
                 racer = None
             else:
                 remaining = None if deadline is None else max(1e-3, deadline - time.perf_counter())
@@ -619,8 +738,8 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float], *, time_limit: flo
                 best[p] = x
             if finished and x is not None:
                 proven[p] = bound
-        if racer is not None:
-            racer.cancel()  # the DP won
+    if racer is not None:
+        racer.cancel()  # the DP (or the warm start) won
     final_lat, final_loss = batch.canonical_latency(best), batch.canonical_loss(best)
     # The guarantee does not rest on the DP being right: an answer whose recomputed latency is over the budget is
     # replaced by the incumbent (checked canonically in warm_start) and loses its optimality claim.
@@ -651,9 +770,37 @@ def solve_exact_batch(batch: Batch, budgets: Sequence[float], *, time_limit: flo
     return out
 
 
+def _milp_solution(problem: SearchProblem, budget: float,
+                   outcome: tuple[list[int] | None, float, bool, dict[str, object]], start: float) -> Solution:
+    """The exact solver's answer when HiGHS proved the optimum before the warm start was done."""
+    x, bound, finished, mst = outcome
+    assert x is not None
+    mst = {**mst, "milp_race": True}
+    loss = problem.loss(x)
+    return make_solution(problem, x, "exact", finished, budget=budget, lower_bound=min(bound, loss),
+                         tolerance=loss_tolerance(problem, CERTIFY_RTOL), iterations=0,
+                         time_ms=(time.perf_counter() - start) * 1e3,
+                         stats={"certified_by_lagrangian": False, "rounds": 0, "batch_size": 1, "method": "milp",
+                                **mst})
+
+
+def _start_race(problem: SearchProblem, budget: float, deadline: float | None, races: list[Any],
+                contended: bool = False, grace: float = 0.0) -> Any:
+    """HiGHS on ``problem`` in a forked process (:class:`slimzoo.search.milp.MilpRace`), registered in ``races``;
+    ``contended``: pace the DP from the start, until it shows that HiGHS has a core of its own; ``grace``: CPU
+    seconds the DP may use before it is paced at all."""
+    from slimzoo.search.milp import MilpRace
+
+    racer = MilpRace(problem, budget, None if deadline is None else max(1e-3, deadline - time.perf_counter()),
+                     grace=grace, contended=contended)
+    races.append(racer)
+    return racer
+
+
 def _race_allowed() -> bool:
-    """Race HiGHS against the DP when scipy is there and the machine allows it (see MilpRace); off with
-    ``SLIMZOO_SEARCH_RACE=0`` (sequential: the DP's work budget, then HiGHS)."""
+    """Race HiGHS against the DP when scipy is there and processes can be forked (see MilpRace; a busy machine
+    is handled by pacing, not by skipping the race); off with ``SLIMZOO_SEARCH_RACE=0`` (sequential: the DP's
+    work budget, then HiGHS)."""
     if os.environ.get("SLIMZOO_SEARCH_RACE", "1") == "0":
         return False
     import importlib.util
@@ -706,7 +853,7 @@ class WarmStart:
     passes: IntArray  # min-sum passes each problem took part in (1 or 2)
 
 
-def warm_start(batch: Batch, bcap: FloatArray) -> WarmStart:
+def warm_start(batch: Batch, bcap: FloatArray, poll: Poll | None = None) -> WarmStart:
     """Batched min-sum passes and a greedy local search: incumbent, lower bound, pruning bounds.
 
     Pass 1 solves ``loss + lam * latency`` on a coarse geometric grid of multipliers (centred per problem on
@@ -715,7 +862,8 @@ def warm_start(batch: Batch, bcap: FloatArray) -> WarmStart:
     infeasible and first feasible solutions; pass 2 solves a fine grid across that bracket (including the slope
     between the two, the next step of an exact hull walk) and a few wider multipliers, with the outside pass, whose
     rows become the pruning bounds. The lower bound is the best ``min(loss + lam * latency) - lam * cap`` seen;
-    the incumbent is the best feasible solution seen, improved by :meth:`Batch.greedy_improve`.
+    the incumbent is the best feasible solution seen, improved by :meth:`Batch.greedy_improve`. ``poll`` is
+    passed to the passes (True raises :class:`Aborted`: HiGHS won the race meanwhile).
     """
     s = batch.structure
     p_count = batch.size
@@ -724,8 +872,8 @@ def warm_start(batch: Batch, bcap: FloatArray) -> WarmStart:
     lams1 = batch.lambda_scale()[:, None] * COARSE[None, :]
     alpha1 = np.concatenate([0 * ones, ones, np.ones_like(lams1)], axis=1)
     beta1 = np.concatenate([ones, 0 * ones, lams1], axis=1)
-    pass1 = batch.min_sum(alpha1, beta1)
-    conf1 = batch.decode(pass1)
+    pass1 = batch.min_sum(alpha1, beta1, poll=poll)
+    conf1 = batch.decode(pass1, poll)
     lat1, loss1 = batch.evaluate(conf1)
     ok = batch.within(conf1[:, :2], bcap, lat1[:, :2])
     active = ok[:, 0]
@@ -768,8 +916,8 @@ def warm_start(batch: Batch, bcap: FloatArray) -> WarmStart:
     lams2 = np.where(np.isfinite(lams2) & (lams2 > 0), lams2, 0.0)
     alpha2 = np.concatenate([0 * ones, ones, np.ones_like(lams2)], axis=1)
     beta2 = np.concatenate([ones, 0 * ones, lams2], axis=1)
-    pass2 = batch.min_sum(alpha2, beta2, outside=True)
-    conf2 = batch.decode(pass2)
+    pass2 = batch.min_sum(alpha2, beta2, outside=True, poll=poll)
+    conf2 = batch.decode(pass2, poll)
     lat2, loss2 = batch.evaluate(conf2)
     # Incumbent: the best solution within the budget over both passes (re-checked canonically; the fastest
     # configuration always qualifies).
@@ -778,7 +926,7 @@ def warm_start(batch: Batch, bcap: FloatArray) -> WarmStart:
     conf_all = np.concatenate([conf1, conf2], axis=1)
     pick = np.where(lat_all <= bcap[:, None], loss_all, np.inf).argmin(axis=1)
     sub_inc = conf_all[iq, pick]
-    improved, steps = batch.greedy_improve(sub_inc, bcap)
+    improved, steps = batch.greedy_improve(sub_inc, bcap, poll=poll)
     cand = np.stack([sub_inc, improved, conf1[:, 0]], axis=1)
     lat_c, loss_c = batch.evaluate(cand)
     loss_c = np.where(batch.within(cand, bcap, lat_c), loss_c, np.inf)  # the fastest (column 2) is feasible
@@ -802,14 +950,11 @@ def warm_start(batch: Batch, bcap: FloatArray) -> WarmStart:
     rows = np.stack([zero, j, zero + 1, np.maximum(j - 1, 3), np.minimum(j + 1, 2 + FINE_STEPS), zero + 2,
                      *(zero + 3 + FINE_STEPS + r for r in range(LAMBDA_SPREAD.size))], axis=1)
     keep = ~certified[todo]
-    sel = rows[keep][None, :, :, None]
-    sub = np.flatnonzero(keep)
+    sub = keep.nonzero()[0][:, None]
+    sel = rows[keep]
     assert pass2.outside is not None
-    bounds = Passes(np.take_along_axis(alpha2[sub], rows[keep], axis=1),
-                    np.take_along_axis(beta2[sub], rows[keep], axis=1),
-                    np.take_along_axis(pass2.inside[:, sub], sel, axis=2),
-                    np.take_along_axis(pass2.msg[:, sub], sel, axis=2), None,
-                    np.take_along_axis(pass2.outside[:, sub], sel, axis=2))
+    bounds = Passes(alpha2[sub, sel], beta2[sub, sel], pass2.inside[:, sub, sel], pass2.msg[:, sub, sel], None,
+                    pass2.outside[:, sub, sel])
     return WarmStart(active, fastest, inc, inc_loss, lower, lam, certified, todo[keep], bounds, steps, passes)
 
 
@@ -834,7 +979,8 @@ def _best_feasible(batch: Batch, dp: DPResult, budget: FloatArray, bcap: FloatAr
     p_of = (root.lab // batch.structure.kmax) % batch.size
     # Last point under the cap per problem: points are sorted by (problem, latency).
     under = np.flatnonzero(root.lat <= bcap[p_of])
-    last = under[np.r_[p_of[under][1:] != p_of[under][:-1], True]] if under.size else under
+    pu = p_of[under]
+    last = under[np.concatenate((pu[1:] != pu[:-1], [True]))] if under.size else under
     out: list[tuple[list[int], float] | None] = [None] * batch.size
     pick = np.full(batch.size, -1, dtype=np.int64)
     pick[p_of[last]] = last

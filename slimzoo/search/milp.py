@@ -34,7 +34,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -251,22 +251,72 @@ def milp_search(problem: SearchProblem, budget: float, time_limit: float | None 
     return best, bound, finished, {"milp_runs": runs, "milp_nodes": nodes, "milp_seconds": seconds}
 
 
+#: Racing on a machine without a free core (a busy laptop, a shared server): once the DP has run for a window of
+#: RACE_WINDOW_S and HiGHS got less than RACE_FREE_CORE of a CPU meanwhile, the DP's CPU time since HiGHS started
+#: may not exceed RACE_SHARE of HiGHS's own (plus an optional grace), so HiGHS is delayed by at most that first
+#: window and RACE_SHARE of its time whatever the load. With a free core nothing is paced: the race costs the
+#: minimum of the two solvers.
+RACE_SHARE = 0.02
+RACE_FREE_CORE = 0.8
+RACE_WINDOW_S = 0.1
+#: Longest single pause of the DP while it waits for HiGHS to use its share (the pause ends early when HiGHS
+#: answers).
+RACE_MAX_PAUSE_S = 0.5
+
+
 def race_available() -> bool:
-    """Whether :class:`MilpRace` should run: a ``fork`` start method (Linux; a spawned child would spend longer
-    importing numpy and scipy than most solves take) and a CPU to spare: at least two this process may use, and
-    a load average (which counts this process) at least one below that. On a busy machine racing only splits
-    one core between the contestants, and the sequential order (DP budget, then HiGHS) is faster."""
+    """Whether :class:`MilpRace` can run: a ``fork`` start method (Linux; a spawned child would spend longer
+    importing numpy and scipy than most solves take). Whether a race pays off on a busy machine is decided per
+    solve (:class:`IdleProbe`, and the pacing in :meth:`MilpRace.pace`)."""
     import multiprocessing
 
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+class IdleProbe:
+    """Whether a CPU sat idle between the probe's creation and :meth:`free_core` (Linux ``/proc/stat``, the whole
+    machine's idle and iowait time): the exact solver races HiGHS only then, since on a busy machine the two would
+    only split one core. Unknown (no ``/proc``) counts as free, as the pacing still bounds the race's cost."""
+
+    def __init__(self) -> None:
+        self._start = _idle_jiffies()
+
+    def free_core(self) -> bool:
+        end = _idle_jiffies()
+        if self._start is None or end is None or end[1] <= self._start[1]:
+            return True
+        try:
+            usable = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            usable = os.cpu_count() or 1
+        idle = (end[0] - self._start[0]) / (end[1] - self._start[1]) * (os.cpu_count() or 1)
+        return usable >= 2 and idle >= RACE_FREE_CORE
+
+
+def _idle_jiffies() -> tuple[int, int] | None:
+    """(idle + iowait, total) CPU time of the whole machine from ``/proc/stat``, in clock ticks."""
     try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
+        with open("/proc/stat", "rb") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:9]]
+        return fields[3] + fields[4], sum(fields)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of process ``pid`` from ``/proc`` (Linux), or None where that is not available."""
     try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - no load average
-        load = 0.0
-    return cpus >= 2 and cpus - load >= 1.0 and "fork" in multiprocessing.get_all_start_methods()
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+try:
+    _TICKS = float(os.sysconf("SC_CLK_TCK"))
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+    _TICKS = 100.0
 
 
 def _race_child(conn: Any, problem: SearchProblem, budget: float, time_limit: float | None) -> None:
@@ -283,17 +333,76 @@ def _race_child(conn: Any, problem: SearchProblem, budget: float, time_limit: fl
         conn.close()
 
 
+class Pacer:
+    """The DP's side of a race on one machine: decides, each time the DP polls, whether it may go on.
+
+    ``child_cpu()`` is the CPU time HiGHS has had (None: unknown, then nothing is paced), ``wait(seconds)``
+    sleeps until HiGHS answers (True) or the time is up (False). Over windows of RACE_WINDOW_S of the DP's
+    running time it checks whether HiGHS got a CPU of its own meanwhile (at least RACE_FREE_CORE of one). If
+    not, the machine is busy, and on a busy machine the DP's CPU time since the race began may not exceed
+    ``grace + RACE_SHARE * child_cpu()``: past that the DP waits. The first window runs unpaced (a free core
+    shows at once; on a busy machine it costs HiGHS at most a window) unless ``contended`` says to assume a busy
+    machine until a window shows otherwise (the DP then runs in short bursts, so that takes longer to show). The
+    clocks are parameters for tests.
+    """
+
+    def __init__(self, child_cpu: Callable[[], float | None], wait: Callable[[float], bool], grace: float = 0.0,
+                 contended: bool = False, own_cpu: Callable[[], float] = time.process_time,
+                 wall: Callable[[], float] = time.perf_counter) -> None:
+        self._child_cpu, self._wait, self._own_cpu, self._wall = child_cpu, wait, own_cpu, wall
+        self.grace = grace
+        self._cpu0 = own_cpu()
+        self._last_wall, self._last_child = wall(), 0.0
+        self._window_wall = self._window_child = 0.0
+        self.contended = contended  # HiGHS got less than RACE_FREE_CORE of a CPU while the DP ran (last window)
+        self.paused = 0.0  # seconds the DP spent waiting for HiGHS to use its share
+
+    def __call__(self) -> bool:
+        """True when HiGHS answered while the DP waited (the DP should stop); False: go on."""
+        now = self._wall()
+        child = self._child_cpu()
+        if child is None:  # no measurement, no pacing
+            return False
+        # Since the last call the DP was running: did HiGHS have a CPU of its own meanwhile?
+        self._window_wall += now - self._last_wall
+        self._window_child += child - self._last_child
+        if self._window_wall >= RACE_WINDOW_S:
+            self.contended = self._window_child < RACE_FREE_CORE * self._window_wall
+            self._window_wall = self._window_child = 0.0
+        if self.contended:
+            while True:
+                used = self._own_cpu() - self._cpu0
+                owed = (used - self.grace) / RACE_SHARE - child  # HiGHS CPU time still due before the DP runs
+                if owed <= 0:
+                    break
+                wait = min(max(owed, 0.01), RACE_MAX_PAUSE_S)
+                if self._wait(wait):
+                    return True
+                self.paused += wait
+                now_child = self._child_cpu()
+                if now_child is None:
+                    break
+                child = now_child
+        self._last_wall, self._last_child = self._wall(), child
+        return False
+
+
 class MilpRace:
     """HiGHS on one problem in a forked process, racing the front DP in the parent (:mod:`slimzoo.search.exact`).
 
     Neither solver dominates: on strongly correlated knapsacks the DP wins at 30 x 12 (1.8 s against 7.5 s) and
     loses at 40 x 12 (8 s against 2.4 s), and nothing cheap predicts which. Running both and keeping the first
-    proof costs the minimum of the two (on two free cores). A process, not a thread, because HiGHS holds the GIL
-    and cannot be interrupted through scipy; a process can be killed the moment the DP wins.
+    proof costs the minimum of the two on two free cores. Without a free core the DP is paced (:meth:`pace`), so
+    HiGHS is never delayed by more than a window of RACE_WINDOW_S plus RACE_SHARE of its own time. A process, not a
+    thread, because HiGHS holds the GIL and cannot be interrupted through scipy; a process can be killed the
+    moment the DP wins.
     """
 
-    def __init__(self, problem: SearchProblem, budget: float, time_limit: float | None) -> None:
+    def __init__(self, problem: SearchProblem, budget: float, time_limit: float | None, grace: float = 0.0,
+                 contended: bool = False) -> None:
         import multiprocessing
+
+        import scipy.optimize  # noqa: F401 - imported once here, so no forked child pays for it again
 
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe(duplex=False)
@@ -301,10 +410,19 @@ class MilpRace:
         self._proc.start()
         child.close()
         self._outcome: Any = None
+        pid = self._proc.pid
+        self.pacer = Pacer(lambda: _cpu_seconds(pid), self._conn.poll, grace, contended)
 
     def done(self) -> bool:
         """HiGHS has finished (or failed): :meth:`result` will not block."""
-        return self._outcome is not None or self._conn.poll()
+        return self._outcome is not None or self._conn.closed or self._conn.poll()
+
+    def pace(self) -> bool:
+        """Called by the DP between pieces of work: True when HiGHS has finished (the DP should stop).
+
+        With a free core it returns at once; on a busy machine it may first pause the DP (see :class:`Pacer`).
+        """
+        return self.done() or self.pacer()
 
     def result(self) -> tuple[list[int] | None, float, bool, dict[str, object]] | None:
         """Wait for HiGHS's outcome (as :func:`milp_search` returns it), or None if the child failed."""
