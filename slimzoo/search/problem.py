@@ -71,9 +71,11 @@ def format_ms(value: float, other: float | None = None, unit: str = DEFAULT_UNIT
     Used in messages like "budget 0.812 ms is infeasible: the fastest configuration takes 0.812 ms", which would be
     useless if both numbers rounded to the same text.
     """
+    small = value != 0 and abs(value) < 0.1  # 3 significant digits, not 3 decimals: 0.0001 is not "0.000"
     for digits in range(3, 13):
-        text = f"{value:.{digits}f}"
-        if other is None or text != f"{other:.{digits}f}":
+        spec = f".{digits}g" if small else f".{digits}f"
+        text = f"{value:{spec}}"
+        if other is None or text != f"{other:{spec}}":
             break
     return f"{text} {unit}"
 
