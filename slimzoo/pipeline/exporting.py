@@ -106,7 +106,7 @@ def export_found(ws: Workspace, found: PlatformSearch, fmt: str, out_dir: Path, 
     progress(2, total, f"{EXPORT_STAGES[2]} ({exporter.name} {options.precision})")
     started = time.perf_counter()
     report = export_validated(exporter, model, torch.from_numpy(random_inputs[:1]), path, options, random_inputs,
-                              eval_x.numpy(), eval_y.numpy())
+                              eval_x.numpy(), eval_y.numpy(), reference=ws.reference(found.config))
     seconds = time.perf_counter() - started
     progress(3, total, EXPORT_STAGES[3])
     details = exporter.describe(options)

@@ -184,6 +184,13 @@ class Workspace:
 
         return self.memo(("sliced", config), lambda: slice_supernet(self.supernet, config, self.calibration_batches))
 
+    def reference(self, config: WidthConfig) -> nn.Module:
+        """The sliced model at ``config`` as validation's reference, remembering its outputs: every format and
+        precision of one config is compared with the same PyTorch logits, computed once."""
+        from slimzoo.exporters.base import memoized_reference
+
+        return self.memo(("reference", config), lambda: memoized_reference(self.sliced(config)))
+
     @cached_property
     def calibration_batches(self) -> list[Any]:
         """The fixed, class-balanced training batches BatchNorm re-estimation (and int8 calibration) use."""
