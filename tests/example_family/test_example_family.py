@@ -51,7 +51,7 @@ def test_tinyfam_static_twin_and_spec() -> None:
 def plugin(tmp_path_factory: pytest.TempPathFactory):
     """A clean ``$SLIMZOO_FAMILY_MODULES`` for the module (the ``--family-module`` option adds to it)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv(ENV_VAR, raising=False)
+        patch.setenv(ENV_VAR, "")  # not delenv: that would not undo what --family-module adds
         patch.setenv("SLIMZOO_REGISTRY", str(tmp_path_factory.mktemp("registry")))
         yield tmp_path_factory.mktemp("tinyfam")
 
@@ -120,7 +120,7 @@ def test_entry_point_group_registers_and_a_broken_plugin_is_named(tmp_path: Path
 
 
 def test_family_module_by_file_path_and_unknown_family_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)  # --family-module below adds to it; restored afterwards
+    monkeypatch.setenv(ENV_VAR, "")  # --family-module below adds to it; setenv is undone afterwards
     env = {**os.environ, ENV_VAR: str(TESTS / "example_family" / "tinyfam.py")}
     code = "from slimzoo.zoo.registry import list_families; print(list_families())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
