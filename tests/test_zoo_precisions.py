@@ -24,6 +24,8 @@ def test_a_precision_a_format_lacks_is_refused_up_front(tmp_path: Path) -> None:
             str(tmp_path / "zoo"))
     assert_one_line_error(r, 2, "--precisions: onnx has no fp16")
     assert not (tmp_path / "zoo" / "manifest.json").exists()
+    r = cli("build-zoo", "--platforms", "pixel5", "--precisions", "int9", "--out", str(tmp_path / "zoo"))
+    assert_one_line_error(r, 2, "--precisions: unknown precision 'int9'", "did you mean 'int8'")
 
 
 def test_int8_search_uses_the_int8_table_and_the_same_budget() -> None:

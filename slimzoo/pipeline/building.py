@@ -30,6 +30,12 @@ def _check_zoo_request(registry: Any, names: list[str], formats: list[str], budg
     from slimzoo.exporters.base import exporter_names, get_exporter
     from slimzoo.errors import ExportError, RegistryError
 
+    from slimzoo.platforms.latency import PRECISIONS
+
+    for precision in precisions or []:
+        if precision not in PRECISIONS:
+            raise ExportError(f"--precisions: unknown precision '{precision}'{suggest(precision, PRECISIONS)}; "
+                              f"valid: {', '.join(PRECISIONS)}")
     known = exporter_names()
     for fmt in formats:
         if fmt not in known:
