@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from net_helpers import randomise_bn
 from torch import nn
 
 from slimzoo.errors import ConfigError, RegistryError
@@ -22,23 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "tests" / "data" / "mobilenetv2_digits.safetensors"
 
 
-def _randomise_bn(net: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-
-
 @pytest.mark.parametrize("input_size", [28, 32])
 def test_mobilenetv3_supernet_equals_its_static_twin(input_size: int) -> None:
     spec = build_spec("mobilenetv3", input_size=input_size)
     torch.manual_seed(0)
     net = create_supernet(spec)
-    _randomise_bn(net)
+    randomise_bn(net)
     for m in net.modules():  # SE biases are zero at init: make the gate depend on them
         if isinstance(m, nn.Conv2d) and m.bias is not None:
             m.bias.data.normal_(0, 0.5)
@@ -301,7 +291,7 @@ def test_static_twin_exports_and_validates(fmt: str, tmp_path: Path) -> None:
     spec = build_spec("mobilenetv3", input_size=28)
     torch.manual_seed(0)
     net = create_supernet(spec)
-    _randomise_bn(net)
+    randomise_bn(net)
     static = net.to_static(spec.random(random.Random(2))).eval()
     x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)).numpy()
     exporter = get_exporter(fmt)

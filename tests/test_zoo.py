@@ -9,6 +9,7 @@ import struct
 
 import pytest
 import torch
+from net_helpers import randomise_bn
 from torch import nn
 
 from slimzoo.errors import CheckpointError, ConfigError, RegistryError
@@ -20,24 +21,12 @@ from slimzoo.zoo.spec import ArchSpec
 from slimzoo.zoo.train import TrainSettings, train_supernet
 
 
-def _randomise_bn(net: nn.Module, seed: int = 0) -> None:
-    """Give BN non-trivial statistics and affine terms, so parity tests exercise them."""
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-
-
 @pytest.mark.parametrize("family", list_families())
 def test_static_twin_matches_supernet_on_random_configs(family: str) -> None:
     spec = build_spec(family)
     torch.manual_seed(0)
     net = create_supernet(spec)
-    _randomise_bn(net)
+    randomise_bn(net)
     net.eval()
     rng = random.Random(1)
     configs = [spec.largest(), spec.smallest()] + [spec.random(rng) for _ in range(20)]
@@ -87,7 +76,7 @@ def test_training_pass_matches_plain_slicing_and_the_static_twin(family: str, mo
     spec = build_spec(family)
     torch.manual_seed(0)
     net = create_supernet(spec).train()
-    _randomise_bn(net)
+    randomise_bn(net)
     mixed = {v.name: v.choices[-1] if i % 2 else v.choices[0] for i, v in enumerate(spec.variables)}
     configs = [spec.largest(), spec.smallest(), spec.random(random.Random(4)), spec.validate(mixed)]
     size, channels = spec.params["input_size"], spec.params["in_channels"]
